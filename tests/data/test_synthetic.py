@@ -1,0 +1,187 @@
+"""Tests for vlmkit.data.synthetic."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from vlmkit.data import synthetic
+from vlmkit.data.synthetic import (
+    COLORS,
+    SHAPES,
+    TASKS,
+    WORDS,
+    SyntheticSample,
+    SyntheticVQADataset,
+    answer_space,
+    make_sample,
+    vocabulary_corpus,
+)
+
+SHAPE_TASKS = ("color", "shape", "count", "position")
+
+
+def _with_layout(seed: int, index: int, task: str, min_size: int = 32, max_size: int = 96):
+    rng = synthetic._rng(seed, index, task, min_size, max_size)
+    return synthetic._shapes_sample(rng, task, min_size, max_size)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_same_seed_and_index_give_identical_samples(task):
+    a, b = make_sample(3, 17, task), make_sample(3, 17, task)
+    assert a.image.tobytes() == b.image.tobytes() and a.image.size == b.image.size
+    assert (a.question, a.answer, a.caption, a.task) == (b.question, b.answer, b.caption, b.task)
+
+
+def test_dataset_access_order_does_not_matter():
+    ds = SyntheticVQADataset(12, seed=5, tasks=TASKS)
+    forward = [ds[i].image.tobytes() for i in range(12)]
+    backward = [ds[i].image.tobytes() for i in reversed(range(12))][::-1]
+    assert forward == backward
+    assert ds[-1].image.tobytes() == ds[11].image.tobytes()
+
+
+def test_different_seeds_give_different_data():
+    a = [make_sample(0, i, "color").image.tobytes() for i in range(8)]
+    b = [make_sample(1, i, "color").image.tobytes() for i in range(8)]
+    assert a != b and sum(x != y for x, y in zip(a, b)) >= 6
+
+
+def test_dataset_round_robin_tasks_and_sample_type():
+    ds = SyntheticVQADataset(10, seed=0, tasks=("count", "reading"))
+    assert len(ds) == 10
+    samples = [ds[i] for i in range(10)]
+    assert all(isinstance(s, SyntheticSample) and s.image.mode == "RGB" for s in samples)
+    assert [s.task for s in samples] == ["count", "reading"] * 5
+
+
+def test_color_answers_match_pixels():
+    for i in range(100):
+        sample, shapes = _with_layout(0, i, "color")
+        kind = re.fullmatch(r"What color is the (\w+)\?", sample.question).group(1)
+        matching = [s for s in shapes if s.kind == kind]
+        assert len(matching) == 1 and matching[0].color == sample.answer
+        assert sample.image.getpixel(matching[0].center) == COLORS[sample.answer]
+
+
+def test_shape_answers_match_layout_and_pixels():
+    for i in range(100):
+        sample, shapes = _with_layout(1, i, "shape")
+        color = re.fullmatch(r"Which shape is (\w+)\?", sample.question).group(1)
+        matching = [s for s in shapes if s.color == color]
+        assert len(matching) == 1 and matching[0].kind == sample.answer
+        assert sample.image.getpixel(matching[0].center) == COLORS[color]
+
+
+def test_count_answers_match_layout():
+    for i in range(100):
+        sample, shapes = _with_layout(2, i, "count")
+        assert sample.answer == str(len(shapes))
+        colors_seen = {c for _, c in sample.image.getcolors(maxcolors=10_000)}
+        assert {COLORS[s.color] for s in shapes} <= colors_seen
+
+
+def test_position_targets_lie_wholly_in_one_half():
+    for i in range(100):
+        sample, shapes = _with_layout(3, i, "position")
+        color, kind = re.fullmatch(r"Is the (\w+) (\w+) on the left or the right\?", sample.question).groups()
+        matching = [s for s in shapes if (s.color, s.kind) == (color, kind)]
+        assert len(matching) == 1
+        x0, _, x1, _ = matching[0].box
+        half = sample.image.width / 2
+        assert (x1 < half) if sample.answer == "left" else (x0 > half)
+        assert sample.image.getpixel(matching[0].center) == COLORS[color]
+
+
+def test_shapes_do_not_overlap_and_are_big_enough():
+    for i in range(60):
+        sample, shapes = _with_layout(4, i, SHAPE_TASKS[i % 4])
+        short = min(sample.image.size)
+        for j, a in enumerate(shapes):
+            assert a.box[2] - a.box[0] + 1 >= short / 4
+            for b in shapes[j + 1 :]:
+                assert synthetic._apart(a.box, b.box)
+
+
+def test_caption_lists_shapes_left_to_right():
+    sample, shapes = _with_layout(0, 0, "count")
+    ordered = sorted(shapes, key=lambda s: s.center)
+    assert sample.caption == synthetic._caption(ordered)
+    assert re.match(f"an? {ordered[0].color} {ordered[0].kind}", sample.caption) and sample.caption.endswith(".")
+    one_orange = synthetic._Shape("circle", "orange", (0, 0, 9, 9))
+    two = [synthetic._Shape("square", "red", (20, 0, 29, 9)), one_orange]
+    assert synthetic._caption(two) == "an orange circle and a red square."
+
+
+def test_image_sizes_within_bounds_and_aspect_ratios_vary():
+    sizes = [make_sample(0, i, SHAPE_TASKS[i % 4]).image.size for i in range(200)]
+    assert all(32 <= w <= 96 and 32 <= h <= 96 and 0.5 <= w / h <= 2 for w, h in sizes)
+    ratios = [w / h for w, h in sizes]
+    assert min(ratios) < 0.75 and max(ratios) > 1.33 and len(set(sizes)) > 50
+    small = [make_sample(0, i, "color", min_size=20, max_size=24).image.size for i in range(30)]
+    assert all(20 <= w <= 24 and 20 <= h <= 24 for w, h in small)
+
+
+def test_reading_images():
+    samples = [make_sample(0, i, "reading", max_size=40) for i in range(100)]
+    assert all(24 <= s.image.height <= 40 and s.image.width <= 80 for s in samples)
+    assert len({s.image.width for s in samples}) > 5
+    for s in samples:
+        assert s.answer in WORDS and s.caption == f'the word "{s.answer}".'
+        darkest = min(sum(c) for _, c in s.image.getcolors(maxcolors=100_000))
+        assert darkest <= 3 * 100  # dark text was drawn
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_answer_distribution_is_spread(task):
+    counts = Counter(make_sample(7, i, task).answer for i in range(600))
+    assert set(counts) == set(answer_space(task))
+    limit = {"color": 0.3, "shape": 0.45, "count": 0.45, "position": 0.6, "reading": 0.1}[task]
+    assert counts.most_common(1)[0][1] / 600 < limit
+
+
+def test_vocabulary_covers_everything_emitted():
+    vocab = {w for text in vocabulary_corpus() for w in _words(text)}
+    ds = SyntheticVQADataset(500, seed=11, tasks=TASKS)
+    for i in range(500):
+        s = ds[i]
+        for text in (s.question, s.answer, s.caption):
+            assert set(_words(text)) <= vocab, text
+    assert set(WORDS) | set(COLORS) | set(SHAPES) <= vocab
+
+
+def test_answer_space():
+    assert answer_space("count") == ("1", "2", "3")
+    assert answer_space("position") == ("left", "right")
+    assert set(answer_space("color")) == set(COLORS) and set(answer_space("shape")) == set(SHAPES)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "name"),
+    [
+        (lambda: make_sample(0, 0, "size"), ValueError, "task"),
+        (lambda: answer_space("nope"), ValueError, "task"),
+        (lambda: make_sample(0, 0, "color", min_size=64, max_size=32), ValueError, "min_size"),
+        (lambda: make_sample(0, 0, "color", min_size=4), ValueError, "min_size"),
+        (lambda: SyntheticVQADataset(-1), ValueError, "num_samples"),
+        (lambda: SyntheticVQADataset(5, tasks=()), ValueError, "tasks"),
+        (lambda: SyntheticVQADataset(5, tasks=("color", "bogus")), ValueError, "task"),
+        (lambda: SyntheticVQADataset(5, min_size=100), ValueError, "min_size"),
+        (lambda: SyntheticVQADataset(5)[5], IndexError, "index"),
+        (lambda: SyntheticVQADataset(5)[-6], IndexError, "index"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_argument(call, exc, name):
+    with pytest.raises(exc, match=name):
+        call()
+
+
+def test_unknown_task_error_lists_valid_tasks():
+    with pytest.raises(ValueError, match="reading"):
+        make_sample(0, 0, "colour")

@@ -1,0 +1,165 @@
+import functools
+
+import pytest
+import torch
+from tiny_models import build_tiny_vlm
+
+from vlmkit.connectors import LinearProjection, MappingNetwork, MLPProjection, PerceiverResampler
+from vlmkit.data import SyntheticVQADataModule
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_vlm):
+    dm = SyntheticVQADataModule(
+        num_train=8, batch_size=4, min_size=16, max_size=40, max_image_size=40, min_image_size=16
+    )
+    dm.connect(tiny_vlm)
+    return next(iter(dm.train_dataloader()))
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_vlm):
+    dm = SyntheticVQADataModule(
+        num_predict=3, batch_size=3, min_size=16, max_size=40, max_image_size=40, min_image_size=16
+    )
+    dm.connect(tiny_vlm)
+    return next(iter(dm.predict_dataloader()))
+
+
+def _run(vlm, batch):
+    return vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["patch_mask"]).logits
+
+
+def test_forward_gives_logits_over_the_extended_vocabulary(tiny_vlm, batch):
+    logits = _run(tiny_vlm, batch)
+    assert logits.shape == (*batch["input_ids"].shape, tiny_vlm.language_model.vocab_size)
+    assert tiny_vlm.language_model.vocab_size >= len(tiny_vlm.tokenizer)
+
+
+def test_images_change_the_logits_only_after_their_placeholders(tiny_vlm, batch):
+    torch.manual_seed(0)
+    other = dict(batch, pixel_values=batch["pixel_values"] + torch.randn_like(batch["pixel_values"]))
+    a, b = _run(tiny_vlm, batch), _run(tiny_vlm, other)
+    first_image = int((batch["input_ids"][0] == tiny_vlm.image_token_id).nonzero()[0])
+    assert torch.allclose(a[0, :first_image], b[0, :first_image], atol=1e-6)
+    assert not torch.allclose(a[0, first_image:], b[0, first_image:], atol=1e-4)
+
+
+def test_placeholder_mismatch_raises_with_both_counts(tiny_vlm, batch):
+    ids = batch["input_ids"].clone()
+    pos = (ids == tiny_vlm.image_token_id).nonzero()[0]
+    ids[pos[0], pos[1]] = 5  # drop one placeholder
+    expected = int((batch["input_ids"] == tiny_vlm.image_token_id).sum())
+    with pytest.raises(ValueError, match=f"{expected - 1} image placeholder tokens .* need {expected} visual tokens"):
+        tiny_vlm(ids, batch["attention_mask"], batch["pixel_values"], batch["patch_mask"])
+    with pytest.raises(ValueError, match=f"{expected} image placeholder tokens but the 0 images need 0"):
+        tiny_vlm(batch["input_ids"], batch["attention_mask"])
+
+
+def test_num_image_tokens_matches_the_connector(tiny_vlm):
+    assert tiny_vlm.num_image_tokens(32, 64) == 4  # perceiver: fixed latents
+    mlp = build_tiny_vlm(connector=MLPProjection)
+    assert mlp.num_image_tokens(32, 64) == (32 // 8) * (64 // 8)  # MLP: one token per patch
+
+
+@pytest.mark.parametrize(
+    "connector",
+    [
+        MLPProjection,
+        functools.partial(LinearProjection, num_patches=25, num_tokens=3),
+        functools.partial(MappingNetwork, num_tokens=3, hidden_dim=16, depth=1, num_heads=2),
+        functools.partial(PerceiverResampler, num_latents=3, depth=1, num_heads=2, head_dim=8, num_key_value_heads=1),
+    ],
+    ids=["mlp", "linear", "mapping", "perceiver"],
+)
+def test_every_connector_trains_end_to_end_with_mixed_image_sizes(connector):
+    vlm = build_tiny_vlm(connector=connector, train_vision_encoder="frozen", train_language_model="frozen")
+    dm = SyntheticVQADataModule(
+        num_train=4, batch_size=4, min_size=16, max_size=40, max_image_size=40, min_image_size=16
+    )
+    dm.connect(vlm)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["patch_mask"].flatten(1).sum(1).unique().numel() > 1  # really mixed sizes
+    from vlmkit.training.module import answer_loss
+
+    answer_loss(_run(vlm, batch), batch["labels"]).backward()
+    for name, param in vlm.named_parameters():
+        trainable = name.startswith("connector.")
+        assert param.requires_grad == trainable, name
+        if trainable:
+            assert param.grad is not None, name
+    assert vlm.connector.in_dim == 48 and vlm.connector.out_dim == 64
+
+
+def test_trainability_is_declared_at_composition():
+    vlm = build_tiny_vlm(train_vision_encoder="full", train_language_model="frozen")
+    assert all(p.requires_grad for p in vlm.vision_encoder.parameters())
+    assert not any(p.requires_grad for p in vlm.language_model.parameters())
+    with pytest.raises(ValueError, match="train_language_model='lora!'"):
+        build_tiny_vlm(train_language_model="lora!")
+
+
+def test_connector_width_mismatch_is_reported():
+    with pytest.raises(ValueError, match="connector in_dim=32 != vision encoder hidden_size=48"):
+        build_tiny_vlm(connector=MLPProjection(32, 64))
+    with pytest.raises(ValueError, match="out_dim=16, language model hidden_size=64"):
+        build_tiny_vlm(connector=MLPProjection(48, 16))
+
+
+def test_cached_greedy_generation_equals_uncached_argmax_loop(tiny_vlm, prompts):
+    generated = tiny_vlm.generate(
+        prompts["input_ids"],
+        prompts["attention_mask"],
+        prompts["pixel_values"],
+        prompts["patch_mask"],
+        max_new_tokens=4,
+        stop_token_ids=[],
+    )
+    assert generated.shape == (3, 4)
+    ids, mask = prompts["input_ids"], prompts["attention_mask"]
+    for _ in range(4):
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = tiny_vlm(ids, mask, prompts["pixel_values"], prompts["patch_mask"], position_ids=position_ids).logits
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    assert torch.equal(generated, ids[:, -4:])
+
+
+def test_batched_generation_equals_one_by_one(tiny_vlm, prompts):
+    batched = tiny_vlm.generate(
+        prompts["input_ids"],
+        prompts["attention_mask"],
+        prompts["pixel_values"],
+        prompts["patch_mask"],
+        max_new_tokens=3,
+        stop_token_ids=[],
+    )
+    for i in range(3):
+        real = prompts["attention_mask"][i].bool()
+        patches = prompts["patch_mask"][i]
+        h, w = int(patches.any(1).sum()) * 8, int(patches.any(0).sum()) * 8
+        single = tiny_vlm.generate(
+            prompts["input_ids"][i : i + 1, real],
+            None,
+            prompts["pixel_values"][i : i + 1, :, :h, :w],
+            None,
+            max_new_tokens=3,
+            stop_token_ids=[],
+        )
+        assert torch.equal(single[0], batched[i])
+
+
+def test_generation_stops_per_sequence_and_pads(tiny_vlm, prompts):
+    args = (prompts["input_ids"], prompts["attention_mask"], prompts["pixel_values"], prompts["patch_mask"])
+    free = tiny_vlm.generate(*args, max_new_tokens=3, stop_token_ids=[])
+    stop = int(free[0, 0])  # the first sequence stops right away
+    stopped = tiny_vlm.generate(*args, max_new_tokens=3, stop_token_ids=[stop])
+    assert stopped[0, 0] == stop and (stopped[0, 1:] == tiny_vlm.tokenizer.pad_token_id).all()
+    for i in range(1, 3):
+        if stop not in free[i].tolist():
+            assert torch.equal(stopped[i], free[i])
+
+
+def test_generate_rejects_right_padding(tiny_vlm):
+    with pytest.raises(ValueError, match="left-padded"):
+        tiny_vlm.generate(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 0]]))

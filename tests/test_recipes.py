@@ -1,0 +1,53 @@
+"""Every recipe opens with a comment holding its launch command, and that command instantiates."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from vlmkit.cli import build_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+
+
+def launch_command(recipe: Path) -> list[str]:
+    header = []
+    for line in recipe.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("# "))
+    commands = [line for line in header if line.startswith("vlmkit ")]
+    assert header and commands, f"{recipe.name} must open with a comment holding its `vlmkit ...` launch command"
+    return shlex.split(commands[0])
+
+
+def test_recipes_exist():
+    names = {p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES}
+    assert {"quickstart.yaml", "connectors/linear.yaml", "connectors/mlp.yaml"} <= names
+    assert {"connectors/mapping_network.yaml", "connectors/perceiver.yaml"} <= names
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(ROOT / "recipes").as_posix())
+def test_recipe_launch_command_instantiates(recipe, monkeypatch):
+    command = launch_command(recipe)
+    assert command[:2] == ["vlmkit", "fit"]
+    assert str(recipe.relative_to(ROOT)) in command, "the launch command must name the recipe itself"
+    monkeypatch.chdir(ROOT)
+    cli = build_cli(command[2:], run=False)
+    vlm = cli.model.vlm
+    assert sum(p.numel() for p in vlm.parameters()) > 0
+    # the data agrees with the model: one batch runs through it
+    cli.datamodule.connect(vlm)
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    logits = cli.model(batch).logits
+    assert logits.shape[:2] == batch["input_ids"].shape
+    connector = re.search(r"connectors/(\w+)\.yaml", str(recipe))
+    if connector:
+        expected = "".join(part.title() for part in connector.group(1).split("_"))
+        expected = {"Mlp": "MLPProjection", "Linear": "LinearProjection", "Perceiver": "PerceiverResampler"}.get(
+            expected, expected
+        )
+        assert type(vlm.connector).__name__ == expected

@@ -1,0 +1,47 @@
+"""Tiny random-init parts shared by the tests (no network)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+TINY_LM = {
+    "model_type": "mistral",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "vocab_size": 512,
+}
+TINY_SIGLIP = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 48,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
+
+def build_tiny_vlm(connector=None, seed: int = 0, **kwargs):
+    """A tiny SigLIP + perceiver + Mistral VLM (fp32, random init)."""
+    from vlmkit.connectors import PerceiverResampler
+    from vlmkit.llm import TransformersCausalLM
+    from vlmkit.model import VisionLanguageModel
+    from vlmkit.vision import TransformersVisionEncoder
+
+    torch.manual_seed(seed)
+    if connector is None:
+        connector = functools.partial(
+            PerceiverResampler, num_latents=4, depth=1, num_heads=2, head_dim=16, num_key_value_heads=1
+        )
+    return VisionLanguageModel(
+        TransformersVisionEncoder(config=TINY_SIGLIP, position_embedding="bucket"),
+        connector,
+        TransformersCausalLM(config=TINY_LM, tokenizer="synthetic"),
+        **kwargs,
+    )

@@ -1,0 +1,165 @@
+"""Tests for TimmVisionEncoder: reference outputs, padding invariance, feature layers, checkpoint loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from timm.models.vision_transformer import Block
+
+from vlmkit.interfaces import VisionEncoder
+from vlmkit.vision import TimmVisionEncoder
+
+# pretrained grid 4 x 4 patches of 8 px
+TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+# CLS only; 4 registers + CLS outside the position table; no prefix (SigLIP); CLS + pre-norm (CLIP)
+MODELS = [
+    "vit_tiny_patch16_224",
+    "vit_small_patch14_reg4_dinov2",
+    "vit_base_patch16_siglip_224",
+    "vit_base_patch16_clip_224",
+]
+ATOL = 1e-5
+
+
+def build(model_name: str, **kwargs) -> TimmVisionEncoder:
+    torch.manual_seed(0)
+    return TimmVisionEncoder(model_name, model_kwargs=TINY, **kwargs).eval()
+
+
+@pytest.fixture(scope="module")
+def encoders() -> dict[str, TimmVisionEncoder]:
+    return {name: build(name) for name in MODELS}
+
+
+def reference(encoder: TimmVisionEncoder, pixel_values: torch.Tensor) -> torch.Tensor:
+    """timm's own ``forward_features`` without prefix tokens."""
+    return encoder.model.forward_features(pixel_values)[:, encoder.model.num_prefix_tokens :]
+
+
+def padded_pair() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 24x40 and a 40x16 image, alone and padded to 40x40 with a [2, 5, 5] patch mask."""
+    generator = torch.Generator().manual_seed(1)
+    first = torch.randn(1, 3, 24, 40, generator=generator)
+    second = torch.randn(1, 3, 40, 16, generator=generator)
+    pixels = torch.zeros(2, 3, 40, 40)
+    pixels[0, :, :24, :40] = first[0]
+    pixels[1, :, :40, :16] = second[0]
+    patch_mask = torch.zeros(2, 5, 5, dtype=torch.bool)
+    patch_mask[0, :3, :5] = True
+    patch_mask[1, :5, :2] = True
+    return pixels, patch_mask, first, second
+
+
+def real_patches(features: torch.Tensor, rows: int, cols: int, grid_cols: int = 5) -> torch.Tensor:
+    return features.reshape(-1, grid_cols, features.shape[-1])[:rows, :cols].reshape(rows * cols, -1)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("size", [(32, 32), (24, 40)], ids=["pretrained", "non-square"])
+def test_matches_forward_features(encoders, model_name, size):
+    encoder = encoders[model_name]
+    pixels = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    features = encoder(pixels)
+    assert features.shape == (2, size[0] * size[1] // 64, 32)
+    torch.testing.assert_close(features, reference(encoder, pixels), atol=ATOL, rtol=0)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("fused", [True, False], ids=["sdpa", "manual-attention"])
+def test_padding_invariance(model_name, fused):
+    encoder = build(model_name)
+    for block in encoder.model.blocks:
+        block.attn.fused_attn = fused
+    pixels, patch_mask, first, second = padded_pair()
+    batched = encoder(pixels, patch_mask)
+    assert batched.shape == (2, 25, 32) and batched.isfinite().all()
+    torch.testing.assert_close(real_patches(batched[0], 3, 5), reference(encoder, first)[0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(real_patches(batched[1], 5, 2), reference(encoder, second)[0], atol=ATOL, rtol=0)
+
+
+@torch.no_grad()
+def test_padding_content_does_not_leak(encoders):
+    encoder = encoders["vit_tiny_patch16_224"]
+    pixels, patch_mask, _, _ = padded_pair()
+    noisy = pixels.clone()
+    noisy[1, :, :, 16:] = -50.0
+    real = patch_mask.flatten(1)
+    torch.testing.assert_close(encoder(noisy, patch_mask)[real], encoder(pixels, patch_mask)[real], atol=ATOL, rtol=0)
+
+
+@torch.no_grad()
+def test_positions_unchanged_at_pretrained_size(encoders):
+    encoder = encoders["vit_tiny_patch16_224"]
+    table = encoder.model.pos_embed  # [1, 1 + 16, d]
+    patch_positions, prefix_positions = encoder._positions(torch.tensor([[4, 4], [2, 3]]), 4, 4, 1)
+    assert torch.equal(patch_positions[0], table[0, 1:])
+    assert torch.equal(prefix_positions, table[:, :1])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("model_name", ["vit_tiny_patch16_224", "vit_small_patch14_reg4_dinov2"])
+@pytest.mark.parametrize("feature_layer", [1, -2])
+def test_feature_layer_matches_block_output_without_norm(model_name, feature_layer):
+    encoder = build(model_name, feature_layer=feature_layer)
+    pixels = torch.randn(1, 3, 24, 40, generator=torch.Generator().manual_seed(0))
+    block_index = feature_layer % (len(encoder.model.blocks) + 1) - 1
+    (expected,) = encoder.model.forward_intermediates(
+        pixels, indices=[block_index], norm=False, intermediates_only=True
+    )
+    torch.testing.assert_close(encoder(pixels), expected.flatten(2).transpose(1, 2), atol=ATOL, rtol=0)
+
+
+def test_attributes_and_protocol(encoders):
+    tiny, dinov2 = encoders["vit_tiny_patch16_224"], encoders["vit_small_patch14_reg4_dinov2"]
+    assert isinstance(tiny, VisionEncoder)
+    assert (tiny.hidden_size, tiny.patch_size) == (32, 8)
+    assert tiny.block_class is Block
+    assert tiny.image_mean == (0.5, 0.5, 0.5) and tiny.image_std == (0.5, 0.5, 0.5)
+    assert dinov2.image_mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_gradients_reach_position_table():
+    encoder = build("vit_tiny_patch16_224").train()
+    encoder.model.set_grad_checkpointing(True)
+    pixels, patch_mask, _, _ = padded_pair()
+    encoder(pixels, patch_mask)[patch_mask.flatten(1)].sum().backward()
+    assert encoder.model.pos_embed.grad is not None and encoder.model.pos_embed.grad.abs().sum() > 0
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("suffix", ["safetensors", "pth"])
+def test_checkpoint_path_loads_weights(tmp_path, encoders, suffix):
+    source = encoders["vit_tiny_patch16_224"]
+    state_dict = {key: value.contiguous() for key, value in source.model.state_dict().items()}
+    path = tmp_path / f"tiny.{suffix}"
+    save_file(state_dict, path) if suffix == "safetensors" else torch.save(state_dict, path)
+    torch.manual_seed(123)  # a different random init, overwritten by the checkpoint
+    loaded = TimmVisionEncoder("vit_tiny_patch16_224", checkpoint_path=str(path), model_kwargs=TINY).eval()
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, state_dict[key]), key
+    pixels, patch_mask, _, _ = padded_pair()
+    torch.testing.assert_close(loaded(pixels, patch_mask), source(pixels, patch_mask), atol=0, rtol=0)
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="only VisionTransformer"):
+        TimmVisionEncoder("eva02_tiny_patch14_224", model_kwargs={**TINY, "patch_size": 14, "img_size": 28})
+    with pytest.raises(ValueError, match="Patch dropout"):
+        TimmVisionEncoder("vit_tiny_patch16_224", model_kwargs={**TINY, "patch_drop_rate": 0.1})
+    with pytest.raises(ValueError, match="feature_layer"):
+        TimmVisionEncoder("vit_tiny_patch16_224", model_kwargs=TINY, feature_layer=-4)
+
+
+def test_forward_errors(encoders):
+    encoder = encoders["vit_tiny_patch16_224"]
+    with pytest.raises(ValueError, match=r"\(2, 3, 32, 20\)"):
+        encoder(torch.zeros(2, 3, 32, 20))
+    with pytest.raises(ValueError, match="shape"):
+        encoder(torch.zeros(1, 3, 32, 32), torch.ones(1, 4, 5, dtype=torch.bool))
+    stripes = torch.ones(1, 4, 4, dtype=torch.bool)
+    stripes[0, :, 1] = False
+    with pytest.raises(ValueError, match="top-left rectangle"):
+        encoder(torch.zeros(1, 3, 32, 32), stripes)

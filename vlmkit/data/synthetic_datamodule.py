@@ -1,0 +1,158 @@
+"""The built-in data: synthetic shape and reading questions, served as a ``LightningDataModule``.
+
+Everything is generated from a seed (train, validation, test and predict use
+different seeds, hence different images), so the quickstart needs no download.
+The processor comes from the model being trained, so placeholders always match.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from vlmkit.data.collate import VLMCollator
+from vlmkit.data.processor import VLMProcessor
+from vlmkit.data.synthetic import SyntheticVQADataset
+from vlmkit.text.template import Turn
+
+if TYPE_CHECKING:
+    from vlmkit.model import VisionLanguageModel
+
+
+class ProcessedVQA(Dataset):
+    """A synthetic VQA dataset rendered through a ``VLMProcessor`` as one-turn conversations.
+
+    Args:
+        samples: The raw samples.
+        processor: Renders the conversation.
+        for_generation: Stop at ``Assistant:`` (prompt only) instead of including the answer.
+    """
+
+    def __init__(self, samples: SyntheticVQADataset, processor: VLMProcessor, for_generation: bool = False) -> None:
+        self.samples = samples
+        self.processor = processor
+        self.for_generation = for_generation
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        turns = [Turn("user", [{"type": "image"}, sample.question])]
+        if not self.for_generation:
+            turns.append(Turn("assistant", [sample.answer]))
+        item = self.processor([sample.image], turns, add_generation_prompt=self.for_generation)
+        item.update(question=sample.question, answer=sample.answer, task=sample.task)
+        return item
+
+
+class SyntheticVQADataModule(L.LightningDataModule):
+    """Synthetic visual questions (colour, shape, count, position, reading), deterministic by seed.
+
+    Args:
+        tasks: Which question types to mix in training (see ``vlmkit.data.synthetic.TASKS``;
+            ``caption`` adds "Describe the image." with the full caption as answer).
+        val_tasks: Question types of the validation, test and predict splits (default: ``tasks``).
+        num_train: Training samples per epoch.
+        num_val: Validation samples.
+        num_test: Test samples.
+        num_predict: Samples answered by ``vlmkit predict``.
+        seed: Base seed; splits use ``seed``, ``seed + 1``, ``seed + 2``, ``seed + 3``.
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes.
+        min_size: Smallest side of generated images, in pixels.
+        max_size: Largest side of generated images, in pixels.
+        max_shapes: Most shapes per image (1 to 3); fewer makes the questions easier.
+        max_image_size: Processor cap on the longest side.
+        min_image_size: Processor target for the shortest side.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str] = ("color", "shape", "count", "position"),
+        val_tasks: Sequence[str] | None = None,
+        num_train: int = 4000,
+        num_val: int = 256,
+        num_test: int = 256,
+        num_predict: int = 16,
+        seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        min_size: int = 32,
+        max_size: int = 96,
+        max_shapes: int = 3,
+        max_image_size: int = 96,
+        min_image_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tasks = tuple(tasks)
+        self.val_tasks = tuple(val_tasks) if val_tasks is not None else self.tasks
+        self.processor: VLMProcessor | None = None
+        self.patch_size: int | None = None
+
+    def connect(self, model: VisionLanguageModel) -> None:
+        """Build the processor from ``model`` (done automatically by ``setup`` under a Trainer)."""
+        self.processor = VLMProcessor.from_model(
+            model, max_image_size=self.hparams.max_image_size, min_image_size=self.hparams.min_image_size
+        )
+        self.patch_size = model.vision_encoder.patch_size
+
+    def _raw(self, split: str) -> SyntheticVQADataset:
+        offset = {"train": 0, "val": 1, "test": 2, "predict": 3}[split]
+        size = getattr(self.hparams, f"num_{split}")
+        hp = self.hparams
+        tasks = self.tasks if split == "train" else self.val_tasks
+        return SyntheticVQADataset(size, hp.seed + offset, tasks, hp.min_size, hp.max_size, hp.max_shapes)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Connect to the trainer's model when not connected yet."""
+        if self.processor is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            if module is None or not hasattr(module, "vlm"):
+                raise RuntimeError("SyntheticVQADataModule needs a model: call connect(vlm) or run under a Trainer")
+            self.connect(module.vlm)
+
+    def majority_baseline(self, split: str = "val") -> float:
+        """Accuracy of always answering each task's most common answer on ``split``."""
+        data = self._raw(split)
+        by_task: dict[str, Counter] = {}
+        for i in range(len(data)):
+            sample = data[i]
+            by_task.setdefault(sample.task, Counter())[sample.answer] += 1
+        return sum(c.most_common(1)[0][1] for c in by_task.values()) / max(1, len(data))
+
+    def _loader(self, split: str, shuffle: bool = False, for_generation: bool = False) -> DataLoader:
+        if self.processor is None:
+            raise RuntimeError("call setup() or connect(vlm) before asking for dataloaders")
+        collate = VLMCollator(
+            self.processor.tokenizer.pad_token_id, self.patch_size, "left" if for_generation else "right"
+        )
+        return DataLoader(
+            ProcessedVQA(self._raw(split), self.processor, for_generation),
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (Lightning seeds the shuffle)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches with answers (loss and teacher-forced exact match)."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches with answers."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Left-padded prompts ending at ``Assistant:``, for generation."""
+        return self._loader("predict", for_generation=True)

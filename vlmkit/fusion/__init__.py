@@ -1,0 +1,5 @@
+"""Fusion styles: how visual tokens enter the language model."""
+
+from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
+
+__all__ = ["FullyAutoregressiveFusion"]

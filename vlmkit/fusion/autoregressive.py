@@ -1,0 +1,74 @@
+"""Fully autoregressive fusion: visual tokens replace ``<image>`` placeholders in the text.
+
+Paper section 3.2 (Finding 2/3, Figure 2): the connector's output is concatenated
+with the text embeddings and the whole sequence goes through the LM. Placeholders
+are filled in reading order (row-major over the batch), image after image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlmkit.interfaces import LanguageModel
+
+
+class FullyAutoregressiveFusion(nn.Module):
+    """Splice visual tokens into the embedding sequence at image placeholder positions.
+
+    Each image contributes all its real visual tokens (``tokens_per_image = v``), so a
+    text with ``k`` images holds ``sum_i v_i`` ``<image>`` placeholders. The fusion
+    adds no parameters.
+    """
+
+    def bind(self, language_model: LanguageModel, visual_dim: int) -> None:
+        """Check that visual tokens live in the LM's embedding space (nothing to build)."""
+        if visual_dim != language_model.hidden_size:
+            raise ValueError(
+                f"fully autoregressive fusion needs visual tokens of the LM's width: connector out_dim={visual_dim}, "
+                f"language model hidden_size={language_model.hidden_size}"
+            )
+
+    def tokens_per_image(self, num_visual_tokens: int) -> int:
+        """One placeholder per visual token."""
+        return num_visual_tokens
+
+    def forward(
+        self,
+        language_model: LanguageModel,
+        inputs_embeds: torch.Tensor,
+        image_token_mask: torch.Tensor,
+        visual_tokens: torch.Tensor | None,
+        visual_mask: torch.Tensor | None = None,
+        **lm_kwargs: Any,
+    ):
+        """Fill the placeholders and run the LM.
+
+        Args:
+            language_model: The LM to run.
+            inputs_embeds: Text embeddings ``[b, s, d]``.
+            image_token_mask: ``True`` at ``<image>`` placeholders ``[b, s]``.
+            visual_tokens: Connector output ``[n, v, d]`` for the ``n`` images, in text order.
+            visual_mask: Which visual tokens are real ``[n, v]`` (``None``: all).
+            **lm_kwargs: ``attention_mask``, ``position_ids``, ``cache``, ``use_cache``.
+
+        Raises:
+            ValueError: If the number of placeholders differs from the number of visual tokens.
+        """
+        num_placeholders = int(image_token_mask.sum())
+        if visual_tokens is None:
+            num_visual = 0
+        else:
+            visual_tokens = visual_tokens.flatten(0, 1) if visual_mask is None else visual_tokens[visual_mask]
+            num_visual = visual_tokens.shape[0]  # [n_real_visual_tokens, d]
+        if num_placeholders != num_visual:
+            raise ValueError(
+                f"the text holds {num_placeholders} image placeholder tokens but the images produced "
+                f"{num_visual} visual tokens"
+            )
+        if num_visual:
+            mask = image_token_mask.unsqueeze(-1).expand_as(inputs_embeds)  # [b, s, d]
+            inputs_embeds = inputs_embeds.masked_scatter(mask, visual_tokens.to(inputs_embeds.dtype))
+        return language_model(inputs_embeds=inputs_embeds, **lm_kwargs)

@@ -1,0 +1,215 @@
+"""``VisionLanguageModel``: vision encoder -> connector -> fusion -> language model.
+
+The four parts are injected; the model only wires them and checks that they agree
+(widths, and image placeholders versus visual tokens). The connector is given as a
+factory ``(in_dim, out_dim) -> Connector`` so its widths follow the encoder and the
+LM; swapping it from YAML or the command line needs no dimension bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
+from vlmkit.llm.transformers_lm import output_cache
+from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, IMAGE_TOKEN
+from vlmkit.trainability import Trainability, apply_trainability
+
+ConnectorFactory = Callable[[int, int], nn.Module]
+"""Builds a connector from ``(in_dim, out_dim)``; in YAML, a ``class_path`` plus ``init_args`` without the dims."""
+
+
+class VisionLanguageModel(nn.Module):
+    """A VLM composed of swappable parts (Idefics2 paper, Figure 2).
+
+    Args:
+        vision_encoder: Images ``[n, 3, H, W]`` -> patch features ``[n, p, d_vision]``
+            (a :class:`~vlmkit.interfaces.VisionEncoder`).
+        connector: Factory called as ``connector(d_vision, d_llm)``, or a built
+            :class:`~vlmkit.interfaces.Connector`.
+        language_model: A causal LM that owns its tokenizer (a :class:`~vlmkit.interfaces.LanguageModel`).
+        fusion: How visual tokens enter the LM (a :class:`~vlmkit.interfaces.Fusion`);
+            fully autoregressive by default.
+        train_vision_encoder: ``"frozen"`` or ``"full"``.
+        train_language_model: ``"frozen"`` or ``"full"``. The connector and any fusion
+            blocks are new parameters and always train.
+
+    Example:
+        >>> connector = functools.partial(PerceiverResampler, num_latents=64)
+        >>> vlm = VisionLanguageModel(encoder, connector, lm)  # doctest: +SKIP
+        >>> out = vlm(input_ids, attention_mask, pixel_values, patch_mask)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        vision_encoder: nn.Module,
+        connector: ConnectorFactory,
+        language_model: nn.Module,
+        fusion: nn.Module | None = None,
+        train_vision_encoder: Trainability = "frozen",
+        train_language_model: Trainability = "frozen",
+    ) -> None:
+        super().__init__()
+        self.vision_encoder = vision_encoder
+        self.language_model = language_model
+        d_vision, d_llm = vision_encoder.hidden_size, language_model.hidden_size
+        self.connector = connector if isinstance(connector, nn.Module) else connector(d_vision, d_llm)
+        if self.connector.in_dim != d_vision:
+            raise ValueError(f"connector in_dim={self.connector.in_dim} != vision encoder hidden_size={d_vision}")
+        self.fusion = fusion if fusion is not None else FullyAutoregressiveFusion()
+        self.fusion.bind(language_model, self.connector.out_dim)
+        apply_trainability(self.vision_encoder, train_vision_encoder, "train_vision_encoder")
+        apply_trainability(self.language_model, train_language_model, "train_language_model")
+        tokenizer = language_model.tokenizer
+        self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.stop_token_ids: tuple[int, ...] = tuple(
+            t
+            for t in (tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN), tokenizer.eos_token_id)
+            if t is not None
+        )
+
+    @property
+    def tokenizer(self):
+        """The language model's tokenizer, with the image tokens."""
+        return self.language_model.tokenizer
+
+    def num_image_tokens(self, height: int, width: int) -> int:
+        """Placeholder tokens the text must hold for one ``height x width`` image."""
+        patch = self.vision_encoder.patch_size
+        num_patches = (height // patch) * (width // patch)
+        return self.fusion.tokens_per_image(self.connector.num_visual_tokens(num_patches))
+
+    def encode_images(
+        self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images ``[n, 3, H, W]`` -> visual tokens ``[n, v, d_llm]`` and their real-token mask ``[n, v]``."""
+        features = self.vision_encoder(pixel_values, patch_mask)  # [n, p, d_vision]
+        flat_mask = patch_mask.flatten(1) if patch_mask is not None else None  # [n, p]
+        visual_tokens = self.connector(features, flat_mask)  # [n, v, d_llm]
+        return visual_tokens, self.connector.output_mask(flat_mask)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        patch_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool = False,
+    ):
+        """Logits for interleaved text and images.
+
+        Args:
+            input_ids: Token ids ``[b, s]`` with image placeholders.
+            attention_mask: ``1`` on real tokens ``[b, s]``.
+            pixel_values: All images of the batch in text order ``[n, 3, H, W]``.
+            patch_mask: ``True`` on real patches ``[n, H/patch, W/patch]`` (padded batches).
+            position_ids: Positions ``[b, s]`` (needed with left padding).
+            cache: KV cache from a previous call.
+            use_cache: Return the KV cache.
+
+        Returns:
+            The LM's ``CausalLMOutputWithPast`` (``logits [b, s, vocab]``).
+
+        Raises:
+            ValueError: If placeholders and visual tokens disagree in number (both counts named).
+        """
+        image_token_mask = input_ids == self.image_token_id  # [b, s]
+        self._check_placeholders(image_token_mask, pixel_values, patch_mask)
+        inputs_embeds = self.language_model.get_input_embeddings()(input_ids)  # [b, s, d_llm]
+        visual_tokens, visual_mask = None, None
+        if pixel_values is not None and pixel_values.shape[0] > 0:
+            visual_tokens, visual_mask = self.encode_images(pixel_values, patch_mask)  # [n, v, d_llm]
+        return self.fusion(
+            self.language_model,
+            inputs_embeds,
+            image_token_mask,
+            visual_tokens,
+            visual_mask,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+        )
+
+    def _check_placeholders(
+        self, image_token_mask: torch.Tensor, pixel_values: torch.Tensor | None, patch_mask: torch.Tensor | None
+    ) -> None:
+        """Fail fast, before any compute, when placeholders and images disagree."""
+        num_placeholders = int(image_token_mask.sum())
+        if pixel_values is None or pixel_values.shape[0] == 0:
+            expected = 0
+        else:
+            n, _, h, w = pixel_values.shape
+            patch = self.vision_encoder.patch_size
+            if patch_mask is None:
+                real_patches = [(h // patch) * (w // patch)] * n
+            else:
+                real_patches = patch_mask.flatten(1).sum(1).tolist()
+            expected = sum(self.fusion.tokens_per_image(self.connector.num_visual_tokens(int(p))) for p in real_patches)
+        if num_placeholders != expected:
+            raise ValueError(
+                f"the text holds {num_placeholders} image placeholder tokens but the "
+                f"{0 if pixel_values is None else pixel_values.shape[0]} images need {expected} visual tokens"
+            )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        patch_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 20,
+        stop_token_ids: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Greedy decoding with a KV cache; prompts must be left-padded.
+
+        Args:
+            input_ids: Prompt ids ``[b, s]``, left-padded.
+            attention_mask: ``1`` on real prompt tokens ``[b, s]``.
+            pixel_values: Images of the prompts ``[n, 3, H, W]``.
+            patch_mask: Real patches ``[n, h, w]``.
+            max_new_tokens: Upper bound on generated tokens.
+            stop_token_ids: Tokens that end a sequence (default: ``<end_of_utterance>`` and EOS).
+                The stop token is kept in the output; later positions hold the pad id.
+
+        Returns:
+            Generated ids ``[b, <= max_new_tokens]`` (prompt excluded).
+        """
+        stops = torch.tensor(stop_token_ids if stop_token_ids is not None else self.stop_token_ids)
+        pad_id = self.tokenizer.pad_token_id
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be 1)")
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [b, s]
+        out = self(input_ids, attention_mask, pixel_values, patch_mask, position_ids=position_ids, use_cache=True)
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        generated = []
+        for step in range(max_new_tokens):
+            next_ids = out.logits[:, -1].argmax(-1)  # [b]
+            next_ids = torch.where(finished, torch.full_like(next_ids, pad_id), next_ids)
+            generated.append(next_ids)
+            finished |= torch.isin(next_ids, stops.to(next_ids.device))
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            position_ids = position_ids[:, -1:] + 1  # [b, 1]
+            embeds = self.language_model.get_input_embeddings()(next_ids[:, None])  # [b, 1, d]
+            out = self.fusion(
+                self.language_model,
+                embeds,
+                torch.zeros_like(next_ids[:, None], dtype=torch.bool),
+                None,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=output_cache(out),
+                use_cache=True,
+            )
+        return torch.stack(generated, dim=1)

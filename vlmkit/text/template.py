@@ -1,0 +1,152 @@
+"""Idefics2's chat layout, rendered straight to token ids with answer-only labels.
+
+Each text segment is tokenized on its own and the ids are concatenated, so the
+label mask comes from the template's own token spans (never from searching the
+decoded string). Images expand to Idefics2's placeholder block; consecutive
+images share the ``<fake_token_around_image>`` between them, as in Idefics2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, FAKE_IMAGE_TOKEN, IMAGE_TOKEN
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+"""Label value excluded from the loss (PyTorch's cross-entropy default)."""
+
+Segment = str | Mapping[str, str]
+"""A piece of a turn: plain text, ``{"type": "text", "text": ...}`` or ``{"type": "image"}``."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation (The Cauldron / transformers messages layout).
+
+    Attributes:
+        role: Who speaks; assistant turns are the ones trained on.
+        content: Text and image segments in order.
+    """
+
+    role: Literal["system", "user", "assistant"]
+    content: Sequence[Segment] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A rendered conversation: ``input_ids`` and ``labels`` have equal length."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+class ChatTemplate:
+    """Render conversations in Idefics2's ``User:`` / ``Assistant:`` layout with ``<end_of_utterance>``.
+
+    Args:
+        tokenizer: Tokenizer holding the VLM special tokens (see ``load_tokenizer``).
+        add_bos: Start every sequence with the tokenizer's BOS token when it has one.
+        train_on: Which tokens get labels: ``"assistant"`` (answer-only loss, for
+            instruction data) or ``"all"`` (every text token, for captions/documents).
+    """
+
+    prefixes: Mapping[str, str] = {"system": "System:", "user": "User:", "assistant": "Assistant:"}
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        add_bos: bool = True,
+        train_on: Literal["assistant", "all"] = "assistant",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.add_bos = add_bos
+        self.train_on = train_on
+        ids = tokenizer.convert_tokens_to_ids([IMAGE_TOKEN, FAKE_IMAGE_TOKEN, END_OF_UTTERANCE_TOKEN])
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+            raise ValueError("tokenizer lacks the VLM special tokens; load it with vlmkit.text.load_tokenizer")
+        self.image_token_id, self.fake_token_id, self.end_of_utterance_id = ids
+
+    def _text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def encode(
+        self,
+        turns: Sequence[Turn],
+        image_token_counts: Sequence[int],
+        add_generation_prompt: bool = False,
+    ) -> Encoded:
+        """Render ``turns`` to token ids and labels.
+
+        Args:
+            turns: The conversation; assistant turns must be text only.
+            image_token_counts: Placeholder tokens for each image, in order of appearance.
+            add_generation_prompt: End with ``Assistant:`` so a model can answer.
+
+        Returns:
+            The token ids and labels (``-100`` except on trained tokens).
+
+        Raises:
+            ValueError: If the number of image segments differs from
+                ``len(image_token_counts)``, or a segment or role is malformed.
+        """
+        ids: list[int] = []
+        labels: list[int] = []
+        images_seen = 0
+
+        def emit(tokens: list[int], trained: bool) -> None:
+            ids.extend(tokens)
+            labels.extend(tokens if trained else [IGNORE_INDEX] * len(tokens))
+
+        if self.add_bos and self.tokenizer.bos_token_id is not None:
+            emit([self.tokenizer.bos_token_id], False)
+        for turn in turns:
+            if turn.role not in self.prefixes:
+                raise ValueError(f"unknown role {turn.role!r}; expected one of {sorted(self.prefixes)}")
+            trained = self.train_on == "all" or turn.role == "assistant"
+            emit(self._text(self.prefixes[turn.role]), self.train_on == "all")
+            for i, segment in enumerate(turn.content):
+                kind, text = _parse_segment(segment)
+                if kind == "image":
+                    if turn.role == "assistant":
+                        raise ValueError("assistant turns cannot contain images")
+                    if images_seen >= len(image_token_counts):
+                        raise ValueError(
+                            f"conversation has more image segments than images given ({len(image_token_counts)})"
+                        )
+                    block = [self.image_token_id] * image_token_counts[images_seen] + [self.fake_token_id]
+                    if not ids or ids[-1] != self.fake_token_id:
+                        block.insert(0, self.fake_token_id)
+                    emit(block, False)
+                    images_seen += 1
+                else:
+                    # The answer follows "Assistant:" after one space, as in Idefics2.
+                    if turn.role == "assistant" and i == 0 and not text.startswith(" "):
+                        text = " " + text
+                    emit(self._text(text), trained)
+            emit([self.end_of_utterance_id], trained)
+            emit(self._text("\n"), self.train_on == "all")
+        if images_seen != len(image_token_counts):
+            raise ValueError(
+                f"conversation has {images_seen} image segments but {len(image_token_counts)} images were given"
+            )
+        if add_generation_prompt:
+            emit(self._text(self.prefixes["assistant"]), False)
+        return Encoded(ids, labels)
+
+
+def _parse_segment(segment: Segment) -> tuple[Literal["text", "image"], str]:
+    if isinstance(segment, str):
+        return "text", segment
+    kind = segment.get("type")
+    if kind == "image":
+        return "image", ""
+    if kind == "text" and isinstance(segment.get("text"), str):
+        return "text", segment["text"]
+    raise ValueError(
+        f"malformed segment {segment!r}: expected a str, {{'type': 'image'}} or {{'type': 'text', 'text': ...}}"
+    )

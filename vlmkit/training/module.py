@@ -1,0 +1,186 @@
+"""``VLMModule``: the training system around a ``VisionLanguageModel``.
+
+The model decides what is trainable (at composition); this module only turns the
+trainable parameters into per-part optimizer groups, computes the answer-only loss,
+and logs loss, learning rates, throughput and answer accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from vlmkit.model import VisionLanguageModel
+from vlmkit.text.template import IGNORE_INDEX
+
+
+def _built_from_config() -> bool:
+    """Whether LightningCLI (or ``load_from_checkpoint``) passes the config as hyperparameters."""
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # private API moved: keep everything
+        return True
+    return _given_hyperparameters.get() is not None
+
+
+PARTS = ("vision_encoder", "connector", "fusion", "language_model")
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy over labelled tokens only (``labels != -100``).
+
+    Args:
+        logits: ``[b, s, vocab]``.
+        labels: ``[b, s]``; token ``t`` is predicted from position ``t - 1``.
+    """
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+
+def answer_exact_match(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``True`` when every labelled token is the argmax prediction ``[b]``.
+
+    With teacher forcing this equals greedy decoding reproducing the whole answer
+    (and its end-of-utterance token), at the cost of one forward pass.
+    """
+    target = labels[:, 1:]  # [b, s-1]
+    labelled = target != IGNORE_INDEX
+    hit = (logits[:, :-1].argmax(-1) == target) | ~labelled
+    return hit.all(-1) & labelled.any(-1)
+
+
+class VLMModule(L.LightningModule):
+    """Train, evaluate and query a ``VisionLanguageModel``.
+
+    Args:
+        vlm: The composed model (trainability already declared on it).
+        optimizer: Optimizer factory, called with the per-part parameter groups.
+        scheduler: Optional scheduler factory, stepped every optimizer step.
+        learning_rates: Per-part learning rates, keyed by ``vision_encoder``,
+            ``connector``, ``fusion`` or ``language_model``; other parts use the
+            optimizer's ``lr``.
+        max_new_tokens: Generation length in ``predict``.
+    """
+
+    def __init__(
+        self,
+        vlm: VisionLanguageModel,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        learning_rates: dict[str, float] | None = None,
+        max_new_tokens: int = 16,
+    ) -> None:
+        super().__init__()
+        # Under LightningCLI the hparams are the YAML config, which rebuilds `vlm` in `load_from_checkpoint`;
+        # built in Python, the module itself is not duplicated into the checkpoint's hparams.
+        self.save_hyperparameters(ignore=None if _built_from_config() else ["vlm"])
+        unknown = set(learning_rates or {}) - set(PARTS)
+        if unknown:
+            raise ValueError(f"learning_rates has unknown parts {sorted(unknown)}; expected keys among {list(PARTS)}")
+        self.vlm = vlm
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.learning_rates = dict(learning_rates or {})
+        self.max_new_tokens = max_new_tokens
+        self._last_step_time: float | None = None
+
+    def forward(self, batch: dict[str, Any]):
+        """Model outputs for a collated batch."""
+        return self.vlm(batch["input_ids"], batch["attention_mask"], batch.get("pixel_values"), batch.get("patch_mask"))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Answer-only loss; logs loss, learning rates and tokens/images per second."""
+        loss = answer_loss(self(batch).logits, batch["labels"])
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            elapsed = now - self._last_step_time
+            self.log("train/tokens_per_sec", batch["attention_mask"].sum().float() / elapsed, batch_size=size)
+            num_images = batch["pixel_values"].shape[0] if "pixel_values" in batch else 0
+            self.log("train/images_per_sec", num_images / elapsed, batch_size=size)
+        self._last_step_time = now
+        if self.trainer is not None and self.trainer.optimizers:
+            for group in self.trainer.optimizers[0].param_groups:
+                self.log(f"train/lr_{group['name']}", group["lr"], batch_size=size)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        """Restart the throughput clock (excludes validation time)."""
+        self._last_step_time = None
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        logits = self(batch).logits
+        loss = answer_loss(logits, batch["labels"])
+        size = batch["input_ids"].shape[0]
+        correct = answer_exact_match(logits, batch["labels"]).float()
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log(f"{stage}/accuracy", correct.mean(), prog_bar=True, batch_size=size, sync_dist=True)
+        tasks = batch.get("task")
+        if tasks is not None:
+            for task in sorted(set(tasks)):
+                pick = torch.tensor([t == task for t in tasks], device=correct.device)
+                self.log(f"{stage}/accuracy_{task}", correct[pick].mean(), batch_size=int(pick.sum()), sync_dist=True)
+        self._last_step_time = None
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Loss and exact-match answer accuracy (overall and per task)."""
+        return self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the data's majority-answer baseline next to the accuracy, when it offers one."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        baseline = getattr(datamodule, "majority_baseline", None)
+        if callable(baseline) and not self.trainer.sanity_checking:
+            self.log("val/majority_baseline", float(baseline("val")), sync_dist=False)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Same metrics as validation, on the test split."""
+        return self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Greedy answers for left-padded prompts."""
+        generated = self.vlm.generate(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("pixel_values"),
+            batch.get("patch_mask"),
+            max_new_tokens=self.max_new_tokens,
+        )
+        texts = self.vlm.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        records = []
+        for i, text in enumerate(texts):
+            record = {"prediction": text.strip()}
+            for key in ("question", "answer", "task"):
+                if key in batch:
+                    record[key] = batch[key][i]
+            records.append(record)
+        return records
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters grouped by part, with the part's learning rate when set."""
+        groups = []
+        for part in PARTS:
+            module = getattr(self.vlm, part, None)
+            params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+            if not params:
+                continue
+            group: dict[str, Any] = {"name": part, "params": params}
+            if part in self.learning_rates:
+                group["lr"] = self.learning_rates[part]
+            groups.append(group)
+        if not groups:
+            raise ValueError("no trainable parameters: every part of the model is frozen")
+        return groups
+
+    def configure_optimizers(self):
+        """The injected optimizer over :meth:`param_groups`, and the scheduler per step."""
+        optimizer = self.optimizer(self.param_groups())
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "step"}}

@@ -1,0 +1,59 @@
+"""Patch-grid helpers shared by the vision encoders: input validation and per-image real-patch rectangles.
+
+A padded batch is described by ``patch_mask`` (True on real patches, one top-left rectangle per image); both
+encoders reduce it to each image's ``(rows, cols)`` of real patches, which is all positions and masks need.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def real_grid_sizes(pixel_values: torch.Tensor, patch_mask: torch.Tensor | None, patch_size: int) -> torch.Tensor:
+    """Validate the encoder inputs and return each image's real patch grid.
+
+    Args:
+        pixel_values: ``[n, C, H, W]`` pixels.
+        patch_mask: ``[n, H/patch_size, W/patch_size]`` bool, True on real patches, or None (all real).
+        patch_size: Side of a square patch in pixels.
+
+    Returns:
+        ``[n, 2]`` long tensor of (rows, cols) of real patches per image.
+
+    Raises:
+        ValueError: If ``H``/``W`` are not multiples of ``patch_size`` (the message names the shape), or
+            ``patch_mask`` has the wrong shape or is not a top-left rectangle per image.
+    """
+    if pixel_values.ndim != 4 or pixel_values.shape[2] % patch_size or pixel_values.shape[3] % patch_size:
+        raise ValueError(
+            f"pixel_values must be [n, C, H, W] with H and W multiples of patch_size={patch_size}, "
+            f"got shape {tuple(pixel_values.shape)}."
+        )
+    n, _, height, width = pixel_values.shape
+    rows, cols = height // patch_size, width // patch_size
+    if patch_mask is None:
+        return torch.tensor([[rows, cols]], device=pixel_values.device).expand(n, 2)
+    if tuple(patch_mask.shape) != (n, rows, cols):
+        raise ValueError(f"patch_mask must have shape {(n, rows, cols)}, got {tuple(patch_mask.shape)}.")
+    patch_mask = patch_mask.bool()
+    grid_sizes = torch.stack([patch_mask[:, :, 0].sum(1), patch_mask[:, 0, :].sum(1)], dim=1)  # [n, 2]
+    if not torch.equal(rectangle_mask(grid_sizes, rows, cols), patch_mask):
+        raise ValueError("patch_mask must mark a top-left rectangle of real patches in each image.")
+    return grid_sizes
+
+
+def rectangle_mask(grid_sizes: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``[n, rows, cols]`` bool, True inside each image's top-left ``h x w`` rectangle (``grid_sizes`` ``[n, 2]``)."""
+    device = grid_sizes.device
+    in_rows = torch.arange(rows, device=device)[None, :, None] < grid_sizes[:, 0, None, None]
+    in_cols = torch.arange(cols, device=device)[None, None, :] < grid_sizes[:, 1, None, None]
+    return in_rows & in_cols
+
+
+def same_segment_mask(real: torch.Tensor) -> torch.Tensor:
+    """``[n, 1, s, s]`` bool attention mask: real tokens see real tokens, padding sees padding (``real`` ``[n, s]``).
+
+    Block-diagonal rather than key-padding only, so no query row is empty (no NaNs) and padding neither attends to
+    nor is attended by real tokens.
+    """
+    return real[:, None, :, None] == real[:, None, None, :]

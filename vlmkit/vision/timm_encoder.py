@@ -1,0 +1,165 @@
+"""Vision encoders from ``timm`` (``VisionTransformer`` family: ViT, DeiT, CLIP/SigLIP/DINOv2 ports), at any resolution.
+
+The timm model's own modules are reused but ``forward_features`` is re-composed so each image of a padded batch gets
+its absolute position table resampled to its own patch grid (timm's ``resample_abs_pos_embed``, as its
+``dynamic_img_size`` path does) and a block-diagonal attention mask keeps padding away from real patches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from vlmkit.vision._grid import real_grid_sizes, same_segment_mask
+
+
+class TimmVisionEncoder(nn.Module):
+    """A timm ViT that encodes padded batches of images of different sizes into patch features.
+
+    Images are padded bottom/right to a common ``H, W`` and described by ``patch_mask``; each image's features equal
+    those it gets alone at its own size (Idefics2, Sec. 3.3: aspect ratio and resolution preserving). Prefix tokens
+    (CLS, registers) take part in attention as in pretraining and are dropped from the output.
+
+    Args:
+        model_name: A timm model name whose model is a ``VisionTransformer``, e.g. ``"vit_so400m_patch14_siglip_384"``.
+        pretrained: Load timm's pretrained weights for ``model_name``.
+        checkpoint_path: Load weights from this local file (``.safetensors``/``.pth``) instead, through timm's
+            pretrained-loading path (so its checkpoint filters and position-table resizing apply).
+        model_kwargs: Extra ``timm.create_model`` keyword arguments (e.g. ``img_size``, ``depth``).
+        feature_layer: Which hidden state to return: 0 = embeddings (after ``norm_pre``), ``i`` = output of block
+            ``i``; -1 is the last block *with* the final norm, any other index that entry without it.
+            Blocks after it are not run.
+
+    Raises:
+        ValueError: If the model is not a ``VisionTransformer``, uses patch dropout or non-square patches, or
+            ``feature_layer`` is out of range.
+
+    Example:
+        >>> encoder = TimmVisionEncoder("vit_tiny_patch16_224", model_kwargs={"img_size": 64, "patch_size": 8,
+        ...     "embed_dim": 32, "depth": 2, "num_heads": 2})
+        >>> encoder(torch.zeros(2, 3, 32, 48)).shape  # 4 x 6 patches
+        torch.Size([2, 24, 32])
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        feature_layer: int = -1,
+    ) -> None:
+        super().__init__()
+        self.model = timm.create_model(
+            model_name,
+            pretrained=pretrained or checkpoint_path is not None,
+            pretrained_cfg_overlay=dict(file=checkpoint_path) if checkpoint_path else None,
+            num_classes=0,
+            dynamic_img_size=True,
+            **(model_kwargs or {}),
+        )
+        if not isinstance(self.model, VisionTransformer):
+            raise ValueError(
+                f"{model_name!r} builds a {type(self.model).__name__}; only VisionTransformer is supported."
+            )
+        if not isinstance(self.model.patch_drop, nn.Identity):
+            raise ValueError("Patch dropout reorders tokens and cannot be combined with patch masks; disable it.")
+        patch_height, patch_width = self.model.patch_embed.patch_size
+        if patch_height != patch_width:
+            raise ValueError(f"Only square patches are supported, got {(patch_height, patch_width)}.")
+
+        self.hidden_size: int = self.model.embed_dim
+        self.patch_size: int = patch_height
+        pretrained_cfg = self.model.pretrained_cfg
+        self.image_mean = tuple(float(v) for v in pretrained_cfg["mean"])
+        self.image_std = tuple(float(v) for v in pretrained_cfg["std"])
+
+        num_blocks = len(self.model.blocks)
+        if not -(num_blocks + 1) <= feature_layer <= num_blocks:
+            raise ValueError(f"feature_layer must be in [{-(num_blocks + 1)}, {num_blocks}], got {feature_layer}.")
+        self.feature_layer = feature_layer
+        self._num_blocks_run = feature_layer % (num_blocks + 1)
+
+    @property
+    def block_class(self) -> type[nn.Module]:
+        """The transformer block class, e.g. timm's ``Block``."""
+        return type(self.model.blocks[0])
+
+    def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode a batch of (padded) images into one feature per patch.
+
+        Args:
+            pixel_values: ``[n, 3, H, W]`` normalised pixels, ``H`` and ``W`` multiples of ``patch_size``; smaller
+                images padded bottom/right.
+            patch_mask: ``[n, H/patch, W/patch]`` bool, True on real patches (a top-left rectangle per image).
+                None means every patch is real.
+
+        Returns:
+            ``[n, (H/patch) * (W/patch), hidden_size]`` features in row-major patch order (padding rows hold
+            unspecified values).
+
+        Raises:
+            ValueError: If ``H``/``W`` are not multiples of ``patch_size`` or ``patch_mask`` is malformed.
+        """
+        model = self.model
+        grid_sizes = real_grid_sizes(pixel_values, patch_mask, self.patch_size)  # [n, 2] (rows, cols) of real patches
+        n = pixel_values.shape[0]
+
+        x = model.patch_embed(pixel_values)  # [n, rows, cols, d] (NHWC: dynamic_img_size)
+        rows, cols = x.shape[1:3]
+        x = x.flatten(1, 2)  # [n, rows*cols, d]
+        prefix = [token.expand(n, -1, -1) for token in (model.cls_token, model.reg_token) if token is not None]
+        if model.pos_embed is not None:
+            num_embedded_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+            patch_positions, prefix_positions = self._positions(grid_sizes, rows, cols, num_embedded_prefix)
+            x = x + patch_positions
+            if prefix and num_embedded_prefix:  # CLS/registers share the table: add their rows
+                prefix = [torch.cat(prefix, dim=1) + prefix_positions]
+        x = torch.cat([*prefix, x], dim=1)  # [n, prefix + rows*cols, d]
+        x = model.norm_pre(model.pos_drop(x))
+
+        attn_mask = None
+        if patch_mask is not None and not bool(patch_mask.all()):
+            real = patch_mask.flatten(1)  # [n, rows*cols]
+            real = torch.cat([real.new_ones(n, model.num_prefix_tokens), real], dim=1)  # [n, s]
+            attn_mask = same_segment_mask(real)  # [n, 1, s, s]
+
+        for block in model.blocks[: self._num_blocks_run]:
+            if model.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, attn_mask=attn_mask)
+        if self.feature_layer == -1:
+            x = model.norm(x)
+        return x[:, model.num_prefix_tokens :]  # [n, rows*cols, d]
+
+    def _positions(
+        self, grid_sizes: torch.Tensor, rows: int, cols: int, num_embedded_prefix: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image patch positions ``[n, rows*cols, d]`` (zero on padding) and prefix-token rows ``[1, p, d]``."""
+        model = self.model
+        table = model.pos_embed  # [1, prefix? + h0*w0, d]
+        prefix_positions = table[:, :num_embedded_prefix]
+        old_size = model.patch_embed.grid_size
+
+        def resample(h: int, w: int) -> torch.Tensor:  # [1, h*w, d], exactly as forward_features does it
+            resized = resample_abs_pos_embed(
+                table, new_size=(h, w), old_size=old_size, num_prefix_tokens=num_embedded_prefix
+            )
+            return resized[:, num_embedded_prefix:]
+
+        sizes = [tuple(size) for size in grid_sizes.tolist()]
+        if len(set(sizes)) == 1 and sizes[0] == (rows, cols):  # no padding: one grid for all
+            return resample(rows, cols), prefix_positions
+        positions = table.new_zeros(len(sizes), rows, cols, table.shape[-1])  # [n, rows, cols, d]
+        for h, w in set(sizes):
+            if h and w:
+                images = torch.tensor([size == (h, w) for size in sizes], device=table.device)
+                positions[images, :h, :w] = resample(h, w).reshape(h, w, -1)
+        return positions.flatten(1, 2), prefix_positions

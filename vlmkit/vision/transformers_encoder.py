@@ -1,0 +1,317 @@
+"""Vision encoders from ``transformers``: SigLIP, CLIP and Idefics2's vision tower, at any resolution.
+
+The backbone's own modules are reused (patch embedding, layers, norms) but the forward pass is ours, so every family
+gets the same two things Idefics2 needs (Sec. 3.3): per-image positions computed on the image's own patch grid
+(bicubic ``interpolate`` of the pretrained table, or Idefics2's fractional ``bucket`` ids) and a block-diagonal
+attention mask so that bottom/right padding never mixes with real patches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
+from transformers.utils import cached_file
+from transformers.utils.constants import (
+    IMAGENET_STANDARD_MEAN,
+    IMAGENET_STANDARD_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+)
+
+from vlmkit.vision._grid import real_grid_sizes, rectangle_mask
+
+PositionEmbedding = Literal["interpolate", "bucket"]
+
+# model_type -> (vision model class, pixel normalisation used when the checkpoint ships no preprocessor config)
+_FAMILIES: dict[str, tuple[type[PreTrainedModel], tuple[list[float], list[float]]]] = {
+    "siglip_vision_model": (SiglipVisionModel, (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)),
+    "siglip": (SiglipVisionModel, (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)),
+    "clip_vision_model": (CLIPVisionModel, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)),
+    "clip": (CLIPVisionModel, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)),
+    "idefics2_vision": (Idefics2VisionTransformer, (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)),
+}
+# the scheme each family's pretrained position table was trained with
+_NATIVE_POSITIONS: dict[str, PositionEmbedding] = {"idefics2_vision": "bucket"}
+_CLS_TOKEN_TYPES = ("clip", "clip_vision_model")
+
+
+class TransformersVisionEncoder(nn.Module):
+    """A ``transformers`` vision tower that encodes padded batches of images of different sizes.
+
+    Images are padded bottom/right to a common ``H, W`` and described by ``patch_mask``. Each image gets position
+    embeddings for its own real patch grid and attends only to its own real patches, so its features are those it
+    gets alone at its own size (Idefics2, Sec. 3.3: aspect ratio and resolution preserving). CLIP's CLS token is kept
+    inside the encoder (it is part of the pretrained computation) and dropped from the output.
+
+    Args:
+        name_or_path: A hub id or local directory of a checkpoint (``siglip``, ``siglip_vision_model``, ``clip``,
+            ``clip_vision_model`` or ``idefics2_vision``; full SigLIP/CLIP checkpoints give their vision tower).
+        config: Instead of a checkpoint, a config dict with a ``model_type`` key, e.g.
+            ``{"model_type": "siglip_vision_model", "hidden_size": 64, ...}``; weights are randomly initialised.
+        torch_dtype: Parameter dtype name (``"bfloat16"``, ``"float32"``, ... or ``"auto"`` for the checkpoint's).
+        attn_implementation: ``"eager"``, ``"sdpa"``, ``"flash_attention_2"``, ... (transformers' default if None).
+        position_embedding: How a grid other than the pretrained square one gets positions: ``"interpolate"``
+            (bicubic resampling of the pretrained table, as the Idefics2 paper describes) or ``"bucket"``
+            (Idefics2's fractional-coordinate buckets, as its released vision tower uses). None picks the family's
+            own scheme: ``"bucket"`` for ``idefics2_vision``, ``"interpolate"`` otherwise.
+        feature_layer: Which hidden state to return, indexed like transformers' ``hidden_states`` (0 = embeddings,
+            ``i`` = output of layer ``i``): -1 is the last layer *with* the post-layernorm applied, any other index
+            that entry without it (e.g. -2 for LLaVA's penultimate layer). Layers after it are not run.
+
+    Raises:
+        ValueError: If not exactly one of ``name_or_path``/``config`` is given, the model type is not supported, or
+            ``feature_layer`` is out of range.
+
+    Example:
+        >>> encoder = TransformersVisionEncoder(config={"model_type": "siglip_vision_model", "hidden_size": 64,
+        ...     "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128, "image_size": 64,
+        ...     "patch_size": 8})
+        >>> encoder(torch.zeros(2, 3, 32, 48)).shape  # 4 x 6 patches
+        torch.Size([2, 24, 64])
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        config: dict[str, Any] | None = None,
+        torch_dtype: str | None = None,
+        attn_implementation: str | None = None,
+        position_embedding: PositionEmbedding | None = None,
+        feature_layer: int = -1,
+    ) -> None:
+        super().__init__()
+        if (name_or_path is None) == (config is None):
+            raise ValueError("Pass exactly one of `name_or_path` (a checkpoint) or `config` (a config dict).")
+        if position_embedding not in (None, "interpolate", "bucket"):
+            raise ValueError(f"position_embedding must be 'interpolate' or 'bucket', got {position_embedding!r}.")
+
+        self.backbone, model_type = _build_backbone(name_or_path, config, torch_dtype, attn_implementation)
+        backbone_config = self.backbone.config
+        self.model_type: str = model_type
+        self.hidden_size: int = backbone_config.hidden_size
+        self.patch_size: int = _square(backbone_config.patch_size, "patch_size")
+        self.image_mean, self.image_std = _normalization(name_or_path, model_type)
+        self.position_embedding: PositionEmbedding = position_embedding or _NATIVE_POSITIONS.get(
+            model_type, "interpolate"
+        )
+        self.num_prefix_tokens = 1 if model_type in _CLS_TOKEN_TYPES else 0
+        num_grid_positions = self.backbone.embeddings.position_embedding.num_embeddings - self.num_prefix_tokens
+        self.grid_side = math.isqrt(num_grid_positions)  # the pretrained square grid is grid_side x grid_side
+
+        num_layers = len(self.backbone.encoder.layers)
+        if not -(num_layers + 1) <= feature_layer <= num_layers:
+            raise ValueError(f"feature_layer must be in [{-(num_layers + 1)}, {num_layers}], got {feature_layer}.")
+        self.feature_layer = feature_layer
+        self._num_layers_run = feature_layer % (num_layers + 1)
+
+    @property
+    def block_class(self) -> type[nn.Module]:
+        """The encoder layer class, e.g. ``SiglipEncoderLayer``."""
+        return type(self.backbone.encoder.layers[0])
+
+    def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode a batch of (padded) images into one feature per patch.
+
+        Args:
+            pixel_values: ``[n, 3, H, W]`` normalised pixels, ``H`` and ``W`` multiples of ``patch_size``; smaller
+                images padded bottom/right.
+            patch_mask: ``[n, H/patch, W/patch]`` bool, True on real patches (a top-left rectangle per image).
+                None means every patch is real.
+
+        Returns:
+            ``[n, (H/patch) * (W/patch), hidden_size]`` features in row-major patch order (padding rows hold
+            unspecified values).
+
+        Raises:
+            ValueError: If ``H``/``W`` are not multiples of ``patch_size`` or ``patch_mask`` is malformed.
+        """
+        grid_sizes = real_grid_sizes(pixel_values, patch_mask, self.patch_size)  # [n, 2] (rows, cols) of real patches
+        n, _, height, width = pixel_values.shape
+        rows, cols = height // self.patch_size, width // self.patch_size
+        embeddings = self.backbone.embeddings
+
+        patch_embedding = embeddings.patch_embedding
+        x = patch_embedding(pixel_values.to(patch_embedding.weight.dtype))  # [n, d, rows, cols]
+        x = x.flatten(2).transpose(1, 2)  # [n, rows*cols, d]
+        x = x + self._patch_positions(grid_sizes, rows, cols).to(x.dtype)
+        if self.num_prefix_tokens:  # CLIP: CLS token with its own position, then the pre-layernorm
+            cls = embeddings.class_embedding + embeddings.position_embedding.weight[0]  # [d]
+            x = torch.cat([cls.to(x.dtype).expand(n, 1, -1), x], dim=1)  # [n, 1 + rows*cols, d]
+            x = self.backbone.pre_layrnorm(x)
+
+        attention_mask = None
+        if patch_mask is not None and not bool(patch_mask.all()):
+            real = patch_mask.flatten(1)  # [n, rows*cols]
+            if self.num_prefix_tokens:
+                real = torch.cat([real.new_ones(n, self.num_prefix_tokens), real], dim=1)
+            attention_mask = _attention_mask(self.backbone.config, x, real)
+
+        for layer in self.backbone.encoder.layers[: self._num_layers_run]:
+            x = layer(x, attention_mask)  # [n, prefix + rows*cols, d]
+        if self.feature_layer == -1:
+            x = self.backbone.post_layernorm(x)
+        return x[:, self.num_prefix_tokens :]  # [n, rows*cols, d]
+
+    def _patch_positions(self, grid_sizes: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """Position embeddings ``[n, rows*cols, d]`` for each image's own real grid, zero-padded to ``rows x cols``."""
+        table = self.backbone.embeddings.position_embedding.weight[self.num_prefix_tokens :]  # [side*side, d]
+        if self.position_embedding == "bucket":
+            position_ids = bucket_position_ids(grid_sizes, rows, cols, self.grid_side)  # [n, rows*cols]
+            return F.embedding(position_ids, table)
+
+        grid = table.reshape(self.grid_side, self.grid_side, -1)  # [side, side, d]
+        sizes = [tuple(size) for size in grid_sizes.tolist()]
+        if len(set(sizes)) == 1 and sizes[0] == (rows, cols):  # no padding: one grid for all
+            return interpolate_positions(grid, rows, cols).reshape(1, rows * cols, -1).expand(len(sizes), -1, -1)
+        positions = table.new_zeros(len(sizes), rows, cols, table.shape[-1])  # [n, rows, cols, d]
+        for h, w in set(sizes):
+            if h and w:
+                images = torch.tensor([size == (h, w) for size in sizes], device=table.device)
+                positions[images, :h, :w] = interpolate_positions(grid, h, w)
+        return positions.flatten(1, 2)
+
+
+def interpolate_positions(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Bicubically resample a square position grid ``[s, s, d]`` to ``[rows, cols, d]``.
+
+    Matches ``SiglipVisionEmbeddings.interpolate_pos_encoding`` (``align_corners=False``, no antialiasing) and
+    returns ``grid`` itself at the pretrained size.
+    """
+    if (rows, cols) == tuple(grid.shape[:2]):
+        return grid
+    resized = F.interpolate(grid.permute(2, 0, 1)[None].float(), size=(rows, cols), mode="bicubic", align_corners=False)
+    return resized[0].permute(1, 2, 0).to(grid.dtype)  # [rows, cols, d]
+
+
+def bucket_position_ids(grid_sizes: torch.Tensor, rows: int, cols: int, grid_side: int) -> torch.Tensor:
+    """Idefics2's position ids: each patch's fractional coordinate in its image, bucketed on the pretrained grid.
+
+    The arithmetic follows ``Idefics2VisionEmbeddings.forward`` operation for operation, so ids are bit-identical.
+
+    Args:
+        grid_sizes: ``[n, 2]`` rows and columns of real patches per image.
+        rows: Patch rows of the padded batch.
+        cols: Patch columns of the padded batch.
+        grid_side: Side of the pretrained square position grid.
+
+    Returns:
+        ``[n, rows*cols]`` long ids into the ``grid_side**2`` table; 0 on padding patches.
+    """
+    device = grid_sizes.device
+    boundaries = torch.arange(1 / grid_side, 1.0, 1 / grid_side, device=device)
+    step_h = 1.0 / grid_sizes[:, 0]  # [n]
+    step_w = 1.0 / grid_sizes[:, 1]  # [n]
+    coords_h = torch.arange(rows, device=device, dtype=torch.float32)[None, :] * step_h[:, None]  # [n, rows]
+    coords_w = torch.arange(cols, device=device, dtype=torch.float32)[None, :] * step_w[:, None]  # [n, cols]
+    bucket_h = torch.bucketize(torch.clamp(coords_h, max=1.0 - 1e-6), boundaries, right=True)
+    bucket_w = torch.bucketize(torch.clamp(coords_w, max=1.0 - 1e-6), boundaries, right=True)
+    ids = bucket_h[:, :, None] * grid_side + bucket_w[:, None, :]  # [n, rows, cols]
+    real = rectangle_mask(grid_sizes, rows, cols)  # [n, rows, cols]
+    return torch.where(real, ids, 0).flatten(1)
+
+
+def _build_backbone(
+    name_or_path: str | None,
+    config: dict[str, Any] | None,
+    torch_dtype: str | None,
+    attn_implementation: str | None,
+) -> tuple[PreTrainedModel, str]:
+    """Build (from a config dict) or load (from a checkpoint) the vision model; return it and the model type."""
+    if config is not None:
+        config = dict(config)
+        model_type = config.pop("model_type", None)
+        _check_supported(model_type)
+        model_config = AutoConfig.for_model(model_type, **config)
+    else:
+        model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+        model_type = model_config.model_type
+        _check_supported(model_type)
+    model_class = _FAMILIES[model_type][0]
+    dtype = _dtype(torch_dtype)
+    kwargs = {"attn_implementation": attn_implementation}
+
+    if config is not None:
+        vision_config = getattr(model_config, "vision_config", model_config)  # full siglip/clip -> vision tower
+        model = model_class._from_config(vision_config, dtype=None if dtype == "auto" else dtype, **kwargs)
+        return model, model_type
+
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model, info = model_class.from_pretrained(
+        name_or_path,
+        use_safetensors=True if _has_safetensors(name_or_path) else None,  # None: prefer them, fall back to .bin
+        trust_remote_code=False,
+        output_loading_info=True,
+        **kwargs,
+    )
+    if info["missing_keys"]:
+        raise ValueError(f"Checkpoint {name_or_path!r} lacks vision weights: {sorted(info['missing_keys'])[:8]}")
+    return model, model_type
+
+
+def _check_supported(model_type: str | None) -> None:
+    if model_type not in _FAMILIES:
+        raise ValueError(f"Unsupported vision model_type {model_type!r}; supported: {', '.join(sorted(_FAMILIES))}.")
+
+
+def _dtype(name: str | None) -> torch.dtype | str | None:
+    if name is None or name == "auto":
+        return name
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"torch_dtype must name a torch dtype (e.g. 'bfloat16') or be 'auto', got {name!r}.")
+    return dtype
+
+
+def _has_safetensors(name_or_path: str) -> bool:
+    return os.path.isdir(name_or_path) and any(name.endswith(".safetensors") for name in os.listdir(name_or_path))
+
+
+def _normalization(
+    name_or_path: str | None, model_type: str
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Pixel mean/std from the checkpoint's ``preprocessor_config.json``, else the family's standard values."""
+    mean, std = _FAMILIES[model_type][1]
+    if name_or_path is not None:
+        try:
+            path = cached_file(name_or_path, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+        except OSError:  # e.g. offline with nothing cached: fall back to the family's values
+            path = None
+        if path is not None:
+            with open(path) as f:
+                processor = json.load(f)
+            mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _square(value: int | list[int] | tuple[int, int], name: str) -> int:
+    if isinstance(value, int):
+        return value
+    if len(set(value)) != 1:
+        raise ValueError(f"Only square {name} is supported, got {value}.")
+    return int(value[0])
+
+
+def _attention_mask(config: Any, embeds: torch.Tensor, real: torch.Tensor) -> Any:
+    """The backbone's attention mask letting real tokens see only real ones (and padding only padding).
+
+    ``real`` is ``[n, s]`` bool. Masks for eager/sdpa/flex come from transformers' own factory with a block-diagonal
+    "same segment" rule (no fully-masked rows, so no NaNs); varlen flash kernels take the 2-D mask and drop padding.
+    """
+    if "flash" in config._attn_implementation:
+        return create_bidirectional_mask(config=config, inputs_embeds=embeds, attention_mask=real)
+    return create_bidirectional_mask(
+        config=config,
+        inputs_embeds=embeds,
+        attention_mask=None,
+        and_mask_function=lambda batch, head, q, kv: real[batch, q] == real[batch, kv],
+    )
