@@ -21,20 +21,14 @@ SMALL = [
 ]
 
 
+FIT = ["fit", "--config", QUICKSTART, *SMALL, "--trainer.max_steps=4", "--trainer.val_check_interval=2"]
+FIT += ["--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("quickstart")
-    args = [
-        "fit",
-        "--config",
-        QUICKSTART,
-        *SMALL,
-        "--trainer.max_steps=4",
-        "--trainer.val_check_interval=2",
-        "--trainer.log_every_n_steps=1",
-    ]
-    cli = build_cli([*args, f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false"])
-    return cli, root
+    return build_cli([*FIT, f"--trainer.default_root_dir={root}"]), root
 
 
 @pytest.mark.integration
@@ -77,6 +71,17 @@ def test_validate_and_predict_from_checkpoint(trained, tmp_path):
     records = [json.loads(line) for line in lines]
     assert len(records) == 4
     assert {"prediction", "question", "answer", "task"} <= set(records[0])
+
+
+@pytest.mark.integration
+def test_same_seed_trains_to_identical_weights(trained, tmp_path):
+    cli, _ = trained
+    again = build_cli([*FIT, f"--trainer.default_root_dir={tmp_path}"])
+    first, second = cli.model.state_dict(), again.model.state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other_seed = build_cli([*FIT, f"--trainer.default_root_dir={tmp_path / 'other'}", "--seed_everything=1"])
+    assert not torch.equal(first["vlm.connector.latents"], other_seed.model.state_dict()["vlm.connector.latents"])
 
 
 @pytest.mark.integration

@@ -82,13 +82,23 @@ def test_every_connector_trains_end_to_end_with_mixed_image_sizes(connector):
     assert batch["patch_mask"].flatten(1).sum(1).unique().numel() > 1  # really mixed sizes
     from vlmkit.training.module import answer_loss
 
-    answer_loss(_run(vlm, batch), batch["labels"]).backward()
+    logits = _run(vlm, batch)
+    answer_loss(logits, batch["labels"]).backward()
     for name, param in vlm.named_parameters():
         trainable = name.startswith("connector.")
         assert param.requires_grad == trainable, name
         if trainable:
             assert param.grad is not None, name
     assert vlm.connector.in_dim == 48 and vlm.connector.out_dim == 64
+    # padding has no effect: each sample alone (own image size, no padding) gives the same logits
+    with torch.no_grad():
+        for i in range(4):
+            real = batch["attention_mask"][i].bool()
+            rows, cols = (int(x) for x in batch["patch_mask"][i].nonzero().max(0).values + 1)
+            alone = vlm(
+                batch["input_ids"][i : i + 1, real], None, batch["pixel_values"][i : i + 1, :, : rows * 8, : cols * 8]
+            )
+            assert torch.allclose(alone.logits[0], logits[i, real], atol=1e-4)
 
 
 def test_trainability_is_declared_at_composition():

@@ -10,6 +10,11 @@ from lightning.pytorch.cli import LightningCLI
 
 from vlmkit.training.module import VLMModule
 
+DESCRIPTION = (
+    "vlmkit: build, train and evaluate vision-language models from swappable parts "
+    "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml"
+)
+
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Parse ``args`` (default: ``sys.argv``), build model, data and trainer, and run the subcommand."""
@@ -18,6 +23,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_kwargs={"description": DESCRIPTION},
         args=args,
         run=run,
     )

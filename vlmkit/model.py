@@ -86,11 +86,18 @@ class VisionLanguageModel(nn.Module):
     def encode_images(
         self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images ``[n, 3, H, W]`` -> visual tokens ``[n, v, d_llm]`` and their real-token mask ``[n, v]``."""
+        """Images ``[n, 3, H, W]`` -> visual tokens ``[n, v, d_llm]`` and their real-token mask ``[n, v]``.
+
+        The encoder sees the padded 2-D grid; before the connector each image's real patches are moved to
+        the front of its sequence (row-major order kept), so a connector sees exactly the sequence the
+        image gives alone, followed by padding.
+        """
         features = self.vision_encoder(pixel_values, patch_mask)  # [n, p, d_vision]
-        flat_mask = patch_mask.flatten(1) if patch_mask is not None else None  # [n, p]
-        visual_tokens = self.connector(features, flat_mask)  # [n, v, d_llm]
-        return visual_tokens, self.connector.output_mask(flat_mask)
+        mask = None
+        if patch_mask is not None:
+            features, mask = _pack_real_patches(features, patch_mask.flatten(1))  # [n, p, d_vision], [n, p]
+        visual_tokens = self.connector(features, mask)  # [n, v, d_llm]
+        return visual_tokens, self.connector.output_mask(mask)
 
     def forward(
         self,
@@ -213,3 +220,19 @@ class VisionLanguageModel(nn.Module):
                 use_cache=True,
             )
         return torch.stack(generated, dim=1)
+
+
+def _pack_real_patches(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each image's real patches to the front, keeping their order.
+
+    Args:
+        features: ``[n, p, d]`` patch features of a padded 2-D grid, row-major.
+        mask: ``[n, p]`` bool, True on real patches.
+
+    Returns:
+        The reordered features ``[n, p, d]`` and the mask of the packed layout ``[n, p]``.
+    """
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # real first, stable
+    packed = features.gather(1, order.unsqueeze(-1).expand_as(features))  # [n, p, d]
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    return packed, positions.unsqueeze(0) < mask.sum(1, keepdim=True)

@@ -60,3 +60,27 @@ def test_invalid_arguments_name_the_argument():
         ImageProcessor(8, max_image_size=32, min_image_size=64)
     with pytest.raises(ValueError, match="patch_size"):
         ImageProcessor(0)
+
+
+def test_image_files_load_by_path_and_bad_files_are_named(tmp_path):
+    from vlmkit.data.image_processing import load_image
+
+    path = tmp_path / "rotated.jpg"
+    image = Image.new("RGB", (20, 10), (0, 0, 255))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif)
+    processor = ImageProcessor(2, max_image_size=64, min_image_size=2)
+    assert processor(path).shape == (3, 20, 10)  # EXIF rotation survives loading from a file
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_image(tmp_path / "missing.png")
+    broken = tmp_path / "broken.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buffer, format="PNG")
+    broken.write_bytes(buffer.getvalue()[:60])  # truncated
+    with pytest.raises(ValueError, match="cannot read image .*broken.png"):
+        load_image(broken)
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="notes.txt"):
+        processor(text)

@@ -9,10 +9,33 @@ CMYK, 16-bit) and EXIF orientation become a plain RGB tensor.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from os import PathLike
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageInput = Image.Image | str | PathLike
+"""A PIL image, or the path of an image file."""
+
+
+def load_image(image: ImageInput) -> Image.Image:
+    """Return ``image`` itself, or open and fully decode the file it names.
+
+    Raises:
+        FileNotFoundError: If the file does not exist (the message names it).
+        ValueError: If the file cannot be decoded as an image (the message names it).
+    """
+    if isinstance(image, Image.Image):
+        return image
+    try:
+        with Image.open(image) as opened:
+            opened.load()  # decode now, so truncated files fail here and not later
+            return opened.copy()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"image file not found: {image}") from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"cannot read image {image}: {err}") from err
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -79,9 +102,9 @@ class ImageProcessor:
         self.max_image_size = max_image_size
         self.min_image_size = min_image_size
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        """Process one image to ``[3, H, W]`` float32."""
-        image = to_rgb(image)
+    def __call__(self, image: ImageInput) -> torch.Tensor:
+        """Process one image (or image file) to ``[3, H, W]`` float32."""
+        image = to_rgb(load_image(image))
         height, width = target_size(
             image.height, image.width, self.patch_size, self.max_image_size, self.min_image_size
         )

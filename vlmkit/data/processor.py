@@ -10,9 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from PIL import Image
 
-from vlmkit.data.image_processing import ImageProcessor
+from vlmkit.data.image_processing import ImageInput, ImageProcessor
 from vlmkit.text.template import ChatTemplate, Turn
 
 if TYPE_CHECKING:
@@ -59,9 +58,14 @@ class VLMProcessor:
         return cls(model.tokenizer, image_processor, model.num_image_tokens, train_on)
 
     def __call__(
-        self, images: Sequence[Image.Image], turns: Sequence[Turn], add_generation_prompt: bool = False
+        self, images: Sequence[ImageInput], turns: Sequence[Turn], add_generation_prompt: bool = False
     ) -> dict[str, Any]:
         """Process one sample.
+
+        Args:
+            images: PIL images or image file paths, in the order of the image segments.
+            turns: The conversation.
+            add_generation_prompt: End with ``Assistant:`` for generation.
 
         Returns:
             ``input_ids`` and ``labels`` (``LongTensor [s]``) and ``pixel_values``
