@@ -173,3 +173,27 @@ def test_generation_stops_per_sequence_and_pads(tiny_vlm, prompts):
 def test_generate_rejects_right_padding(tiny_vlm):
     with pytest.raises(ValueError, match="left-padded"):
         tiny_vlm.generate(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 0]]))
+
+
+def test_interleaved_images_fill_their_own_placeholders(tiny_vlm):
+    from PIL import Image
+
+    from vlmkit.data import VLMCollator, VLMProcessor
+    from vlmkit.text import Turn
+
+    processor = VLMProcessor.from_model(tiny_vlm, max_image_size=40, min_image_size=16)
+    images = [Image.new("RGB", (40, 24), (200, 30, 30)), Image.new("RGB", (16, 32), (30, 30, 200))]
+    turns = [Turn("user", [{"type": "image"}, "first, then", {"type": "image"}, "second?"]), Turn("assistant", ["ok"])]
+    two = processor(images, turns)
+    one = processor(images[:1], [Turn("user", [{"type": "image"}, "one?"]), Turn("assistant", ["ok"])])
+    collate = VLMCollator(tiny_vlm.tokenizer.pad_token_id, 8)
+    batch = collate([two, one])
+    assert batch["pixel_values"].shape[0] == 3  # images of both samples, in text order
+    base = _run(tiny_vlm, batch)
+    changed = batch["pixel_values"].clone()
+    changed[1] = torch.randn_like(changed[1])  # the second image of the first sample
+    logits = _run(tiny_vlm, dict(batch, pixel_values=changed))
+    second_start = int((batch["input_ids"][0] == tiny_vlm.image_token_id).nonzero()[4])  # 4 latents per image
+    assert torch.allclose(base[0, :second_start], logits[0, :second_start], atol=1e-6)
+    assert not torch.allclose(base[0, second_start:], logits[0, second_start:], atol=1e-4)
+    assert torch.allclose(base[1], logits[1], atol=1e-6)  # the other sample is untouched

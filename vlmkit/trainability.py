@@ -35,3 +35,23 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
         seen.add(id(p))
         total += p.numel()
     return total
+
+
+def parameter_table(model: nn.Module, parts: tuple[str, ...]) -> str:
+    """A text table of total and trainable parameters for each named child part.
+
+    Args:
+        model: The composed model.
+        parts: Names of its child modules to list (missing ones are skipped).
+
+    Returns:
+        Rows ``part | parameters | trainable``, plus a total row.
+    """
+    rows = [("part", "parameters", "trainable")]
+    for part in parts:
+        module = getattr(model, part, None)
+        if isinstance(module, nn.Module):
+            rows.append((part, f"{count_parameters(module):,}", f"{count_parameters(module, True):,}"))
+    rows.append(("total", f"{count_parameters(model):,}", f"{count_parameters(model, True):,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}" for row in rows)

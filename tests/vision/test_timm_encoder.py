@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from padded_images import padded_pair, real_patches
 from safetensors.torch import save_file
 from timm.models.vision_transformer import Block
 
@@ -35,24 +36,6 @@ def encoders() -> dict[str, TimmVisionEncoder]:
 def reference(encoder: TimmVisionEncoder, pixel_values: torch.Tensor) -> torch.Tensor:
     """timm's own ``forward_features`` without prefix tokens."""
     return encoder.model.forward_features(pixel_values)[:, encoder.model.num_prefix_tokens :]
-
-
-def padded_pair() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A 24x40 and a 40x16 image, alone and padded to 40x40 with a [2, 5, 5] patch mask."""
-    generator = torch.Generator().manual_seed(1)
-    first = torch.randn(1, 3, 24, 40, generator=generator)
-    second = torch.randn(1, 3, 40, 16, generator=generator)
-    pixels = torch.zeros(2, 3, 40, 40)
-    pixels[0, :, :24, :40] = first[0]
-    pixels[1, :, :40, :16] = second[0]
-    patch_mask = torch.zeros(2, 5, 5, dtype=torch.bool)
-    patch_mask[0, :3, :5] = True
-    patch_mask[1, :5, :2] = True
-    return pixels, patch_mask, first, second
-
-
-def real_patches(features: torch.Tensor, rows: int, cols: int, grid_cols: int = 5) -> torch.Tensor:
-    return features.reshape(-1, grid_cols, features.shape[-1])[:rows, :cols].reshape(rows * cols, -1)
 
 
 @torch.no_grad()

@@ -14,9 +14,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 
 from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import IGNORE_INDEX
+from vlmkit.trainability import parameter_table
 
 
 def _built_from_config() -> bool:
@@ -91,6 +93,10 @@ class VLMModule(L.LightningModule):
     def forward(self, batch: dict[str, Any]):
         """Model outputs for a collated batch."""
         return self.vlm(batch["input_ids"], batch["attention_mask"], batch.get("pixel_values"), batch.get("patch_mask"))
+
+    def on_fit_start(self) -> None:
+        """Print what trains: parameters per part, as declared at composition."""
+        rank_zero_info("\n" + parameter_table(self.vlm, PARTS))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Answer-only loss; logs loss, learning rates and tokens/images per second."""
