@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmkit.data.token_budget import TokenBudget, token_budget
 from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
 from vlmkit.llm.transformers_lm import output_cache
 from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, IMAGE_TOKEN
@@ -82,6 +83,18 @@ class VisionLanguageModel(nn.Module):
         patch = self.vision_encoder.patch_size
         num_patches = (height // patch) * (width // patch)
         return self.fusion.tokens_per_image(self.connector.num_visual_tokens(num_patches))
+
+    def token_budget(
+        self, height: int, width: int, max_image_size: int = 980, min_image_size: int = 378, split: bool = False
+    ) -> TokenBudget:
+        """Encoder patches and visual tokens a ``height x width`` image costs this model (see ``token_budget``)."""
+
+        def tokens_for_patches(num_patches: int) -> int:
+            return self.fusion.tokens_per_image(self.connector.num_visual_tokens(num_patches))
+
+        return token_budget(
+            height, width, self.vision_encoder.patch_size, tokens_for_patches, max_image_size, min_image_size, split
+        )
 
     def encode_images(
         self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None

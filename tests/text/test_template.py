@@ -75,3 +75,22 @@ def test_template_rejects_tokenizer_without_image_tokens():
 
     with pytest.raises(ValueError, match="special tokens"):
         ChatTemplate(build_synthetic_tokenizer())
+
+
+@pytest.mark.parametrize("markers", [True, False])
+def test_split_image_layout(tokenizer, markers):
+    from vlmkit.text.template import SplitImage
+
+    template = ChatTemplate(tokenizer, crop_markers=markers)
+    turns = [Turn("user", [{"type": "image"}, "Q?"]), Turn("assistant", ["red"])]
+    encoded = template.encode(turns, [SplitImage(3)])
+    text = tokenizer.decode(encoded.input_ids)
+    assert encoded.input_ids.count(template.image_token_id) == 15  # 4 crops + the whole image
+    if markers:  # Idefics3: marked crops, rows on lines, then the global view
+        assert text.index("<row_1_col_1>") < text.index("<row_1_col_2>") < text.index("<row_2_col_2>")
+        assert text.index("<row_2_col_2>") < text.index("<global-img>")
+        assert encoded.input_ids.count(template.fake_token_id) == 6
+    else:  # Idefics2: five image blocks sharing their fake tokens
+        assert "<row_" not in text and encoded.input_ids.count(template.fake_token_id) == 6
+    trained = tokenizer.decode([t for t in encoded.labels if t != IGNORE_INDEX])
+    assert trained == " red<end_of_utterance>"

@@ -8,6 +8,7 @@ CMYK, 16-bit) and EXIF orientation become a plain RGB tensor.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from os import PathLike
 
@@ -74,7 +75,7 @@ def target_size(height: int, width: int, patch_size: int, max_image_size: int, m
 
 
 class ImageProcessor:
-    """PIL image -> normalised ``[3, H, W]`` tensor, aspect ratio preserved.
+    """PIL image -> normalised ``[3, H, W]`` tensor, aspect ratio preserved; optional splitting and upscaling.
 
     Args:
         patch_size: The encoder's patch size; output sides are multiples of it.
@@ -82,6 +83,10 @@ class ImageProcessor:
         image_std: Per-channel std of the encoder's pretraining.
         max_image_size: Cap on the longest side (Idefics2: 980; 384 in pretraining stage 1).
         min_image_size: Target for the shortest side (Idefics2: 378).
+        upscale_probability: Chance that a training image is first scaled up by a random factor in
+            ``[1, max_upscale]`` (paper sections 4.1-4.2: "we randomly scale up images"); needs an ``rng``
+            at call time, so evaluation (no ``rng``) is never augmented.
+        max_upscale: Largest random upscaling factor (the ``max_image_size`` cap still applies).
     """
 
     def __init__(
@@ -91,24 +96,69 @@ class ImageProcessor:
         image_std: Sequence[float] = (0.5, 0.5, 0.5),
         max_image_size: int = 980,
         min_image_size: int = 378,
+        upscale_probability: float = 0.0,
+        max_upscale: float = 2.0,
     ) -> None:
         if patch_size <= 0:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
         if min_image_size > max_image_size:
             raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
+        if not 0.0 <= upscale_probability <= 1.0:
+            raise ValueError(f"upscale_probability must be in [0, 1], got {upscale_probability}")
+        if max_upscale < 1.0:
+            raise ValueError(f"max_upscale must be >= 1, got {max_upscale}")
         self.patch_size = patch_size
         self.mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
         self.max_image_size = max_image_size
         self.min_image_size = min_image_size
+        self.upscale_probability = upscale_probability
+        self.max_upscale = max_upscale
 
-    def __call__(self, image: ImageInput) -> torch.Tensor:
-        """Process one image (or image file) to ``[3, H, W]`` float32."""
-        image = to_rgb(load_image(image))
-        height, width = target_size(
-            image.height, image.width, self.patch_size, self.max_image_size, self.min_image_size
+    def output_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
+        """The processed ``(height, width)`` of a ``height x width`` image (after an optional upscale)."""
+        return target_size(
+            round(height * scale), round(width * scale), self.patch_size, self.max_image_size, self.min_image_size
         )
+
+    def __call__(self, image: ImageInput, rng: random.Random | None = None) -> torch.Tensor:
+        """Process one image (or image file) to ``[3, H, W]`` float32; ``rng`` enables random upscaling."""
+        return self.process(image, split=False, rng=rng)[0]
+
+    def process(self, image: ImageInput, split: bool = False, rng: random.Random | None = None) -> list[torch.Tensor]:
+        """Process one image, optionally split into 4 crops + the original (paper section 3.4, Finding 6).
+
+        Args:
+            image: A PIL image or an image file path.
+            split: Return the four quadrant crops (row-major) followed by the whole image, every crop
+                resized to the whole image's processed size, as the paper describes.
+            rng: Random source for training-time upscaling; ``None`` disables it.
+
+        Returns:
+            One ``[3, H, W]`` tensor, or five of the same size when ``split``.
+        """
+        image = to_rgb(load_image(image))
+        scale = 1.0
+        if rng is not None and self.upscale_probability > 0 and rng.random() < self.upscale_probability:
+            scale = rng.uniform(1.0, self.max_upscale)
+        height, width = self.output_size(image.height, image.width, scale)
+        views = split_image(image) + [image] if split else [image]
+        return [self._to_tensor(view, height, width) for view in views]
+
+    def _to_tensor(self, image: Image.Image, height: int, width: int) -> torch.Tensor:
         if (height, width) != (image.height, image.width):
             image = image.resize((width, height), Image.Resampling.BICUBIC)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0  # [3, H, W]
         return (pixels - self.mean) / self.std
+
+
+def split_image(image: Image.Image, rows: int = 2, cols: int = 2) -> list[Image.Image]:
+    """Cut ``image`` into ``rows x cols`` equal crops, row-major (the last row/column absorbs remainders)."""
+    xs = [round(i * image.width / cols) for i in range(cols + 1)]
+    ys = [round(i * image.height / rows) for i in range(rows + 1)]
+    crops = []
+    for r in range(rows):
+        for c in range(cols):
+            box = (xs[c], ys[r], max(xs[c + 1], xs[c] + 1), max(ys[r + 1], ys[r] + 1))
+            crops.append(image.crop(box))
+    return crops

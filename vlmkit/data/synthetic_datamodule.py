@@ -7,6 +7,7 @@ The processor comes from the model being trained, so placeholders always match.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,12 +31,26 @@ class ProcessedVQA(Dataset):
         samples: The raw samples.
         processor: Renders the conversation.
         for_generation: Stop at ``Assistant:`` (prompt only) instead of including the answer.
+        split_probability: Chance that a sample's image is split into 4 crops + itself.
+        augment_seed: Seed of the per-sample training augmentation (splitting draw, upscaling);
+            ``None`` disables upscaling (evaluation). Sample ``i`` always gets the same draw.
     """
 
-    def __init__(self, samples: SyntheticVQADataset, processor: VLMProcessor, for_generation: bool = False) -> None:
+    def __init__(
+        self,
+        samples: SyntheticVQADataset,
+        processor: VLMProcessor,
+        for_generation: bool = False,
+        split_probability: float = 0.0,
+        augment_seed: int | None = None,
+    ) -> None:
+        if not 0.0 <= split_probability <= 1.0:
+            raise ValueError(f"split_probability must be in [0, 1], got {split_probability}")
         self.samples = samples
         self.processor = processor
         self.for_generation = for_generation
+        self.split_probability = split_probability
+        self.augment_seed = augment_seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -45,7 +60,16 @@ class ProcessedVQA(Dataset):
         turns = [Turn("user", [{"type": "image"}, sample.question])]
         if not self.for_generation:
             turns.append(Turn("assistant", [sample.answer]))
-        item = self.processor([sample.image], turns, add_generation_prompt=self.for_generation)
+        seed = 0 if self.augment_seed is None else self.augment_seed
+        rng = random.Random(f"vlmkit.augment:{seed}:{index}")
+        split = rng.random() < self.split_probability
+        item = self.processor(
+            [sample.image],
+            turns,
+            add_generation_prompt=self.for_generation,
+            split_images=split,
+            rng=rng if self.augment_seed is not None else None,
+        )
         item.update(question=sample.question, answer=sample.answer, task=sample.task)
         return item
 
@@ -69,6 +93,10 @@ class SyntheticVQADataModule(L.LightningDataModule):
         max_shapes: Most shapes per image (1 to 3); fewer makes the questions easier.
         max_image_size: Processor cap on the longest side.
         min_image_size: Processor target for the shortest side.
+        image_splitting: Fraction of training samples whose image is split into 4 crops + the
+            whole image (Idefics2 instruction tuning: 0.5).
+        eval_image_splitting: Split every image in validation, test and predict.
+        upscale_probability: Chance that a training image is randomly scaled up first.
     """
 
     def __init__(
@@ -87,6 +115,9 @@ class SyntheticVQADataModule(L.LightningDataModule):
         max_shapes: int = 3,
         max_image_size: int = 96,
         min_image_size: int = 32,
+        image_splitting: float = 0.0,
+        eval_image_splitting: bool = False,
+        upscale_probability: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -97,8 +128,12 @@ class SyntheticVQADataModule(L.LightningDataModule):
 
     def connect(self, model: VisionLanguageModel) -> None:
         """Build the processor from ``model`` (done automatically by ``setup`` under a Trainer)."""
+        hp = self.hparams
         self.processor = VLMProcessor.from_model(
-            model, max_image_size=self.hparams.max_image_size, min_image_size=self.hparams.min_image_size
+            model,
+            max_image_size=hp.max_image_size,
+            min_image_size=hp.min_image_size,
+            upscale_probability=hp.upscale_probability,
         )
         self.patch_size = model.vision_encoder.patch_size
 
@@ -126,14 +161,23 @@ class SyntheticVQADataModule(L.LightningDataModule):
             by_task.setdefault(sample.task, Counter())[sample.answer] += 1
         return sum(c.most_common(1)[0][1] for c in by_task.values()) / max(1, len(data))
 
-    def _loader(self, split: str, shuffle: bool = False, for_generation: bool = False) -> DataLoader:
+    def dataset(self, split: str) -> ProcessedVQA:
+        """The processed samples of ``split`` (``train``, ``val``, ``test`` or ``predict``)."""
         if self.processor is None:
-            raise RuntimeError("call setup() or connect(vlm) before asking for dataloaders")
+            raise RuntimeError("call setup() or connect(vlm) before asking for data")
+        hp = self.hparams
+        if split == "train":
+            return ProcessedVQA(self._raw(split), self.processor, False, hp.image_splitting, augment_seed=hp.seed)
+        evaluation_split = 1.0 if hp.eval_image_splitting else 0.0
+        return ProcessedVQA(self._raw(split), self.processor, split == "predict", evaluation_split)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        dataset = self.dataset(split)
         collate = VLMCollator(
-            self.processor.tokenizer.pad_token_id, self.patch_size, "left" if for_generation else "right"
+            self.processor.tokenizer.pad_token_id, self.patch_size, "left" if dataset.for_generation else "right"
         )
         return DataLoader(
-            ProcessedVQA(self._raw(split), self.processor, for_generation),
+            dataset,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
             num_workers=self.hparams.num_workers,
@@ -155,4 +199,4 @@ class SyntheticVQADataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """Left-padded prompts ending at ``Assistant:``, for generation."""
-        return self._loader("predict", for_generation=True)
+        return self._loader("predict")

@@ -38,6 +38,25 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class SplitImage:
+    """An image that enters the model as ``rows x cols`` crops followed by the whole image.
+
+    Attributes:
+        tokens_per_image: Placeholders for each of the ``rows * cols + 1`` views.
+        rows: Crop rows.
+        cols: Crop columns.
+    """
+
+    tokens_per_image: int
+    rows: int = 2
+    cols: int = 2
+
+
+ImageTokens = int | SplitImage
+"""Per image: its number of placeholders, or the layout of its split views."""
+
+
+@dataclass(frozen=True)
 class Encoded:
     """A rendered conversation: ``input_ids`` and ``labels`` have equal length."""
 
@@ -53,6 +72,9 @@ class ChatTemplate:
         add_bos: Start every sequence with the tokenizer's BOS token when it has one.
         train_on: Which tokens get labels: ``"assistant"`` (answer-only loss, for
             instruction data) or ``"all"`` (every text token, for captions/documents).
+        crop_markers: Mark each crop of a split image with ``<row_i_col_j>`` and the whole
+            image with ``<global-img>`` (Idefics3's layout), so the model can tell crops apart;
+            ``False`` gives Idefics2's layout (five plain image blocks in a row).
     """
 
     prefixes: Mapping[str, str] = {"system": "System:", "user": "User:", "assistant": "Assistant:"}
@@ -62,10 +84,12 @@ class ChatTemplate:
         tokenizer: PreTrainedTokenizerBase,
         add_bos: bool = True,
         train_on: Literal["assistant", "all"] = "assistant",
+        crop_markers: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
         self.add_bos = add_bos
         self.train_on = train_on
+        self.crop_markers = crop_markers
         ids = tokenizer.convert_tokens_to_ids([IMAGE_TOKEN, FAKE_IMAGE_TOKEN, END_OF_UTTERANCE_TOKEN])
         if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
             raise ValueError("tokenizer lacks the VLM special tokens; load it with vlmkit.text.load_tokenizer")
@@ -77,14 +101,15 @@ class ChatTemplate:
     def encode(
         self,
         turns: Sequence[Turn],
-        image_token_counts: Sequence[int],
+        image_token_counts: Sequence[ImageTokens],
         add_generation_prompt: bool = False,
     ) -> Encoded:
         """Render ``turns`` to token ids and labels.
 
         Args:
             turns: The conversation; assistant turns must be text only.
-            image_token_counts: Placeholder tokens for each image, in order of appearance.
+            image_token_counts: For each image, in order of appearance, its number of placeholder
+                tokens or a :class:`SplitImage` layout (crops then the whole image).
             add_generation_prompt: End with ``Assistant:`` so a model can answer.
 
         Returns:
@@ -118,10 +143,7 @@ class ChatTemplate:
                         raise ValueError(
                             f"conversation has more image segments than images given ({len(image_token_counts)})"
                         )
-                    block = [self.image_token_id] * image_token_counts[images_seen] + [self.fake_token_id]
-                    if not ids or ids[-1] != self.fake_token_id:
-                        block.insert(0, self.fake_token_id)
-                    emit(block, False)
+                    emit(self._image_block(image_token_counts[images_seen], ids), False)
                     images_seen += 1
                 else:
                     # The answer follows "Assistant:" after one space, as in Idefics2.
@@ -137,6 +159,24 @@ class ChatTemplate:
         if add_generation_prompt:
             emit(self._text(self.prefixes["assistant"]), False)
         return Encoded(ids, labels)
+
+    def _image_block(self, layout: ImageTokens, ids: list[int]) -> list[int]:
+        """Placeholders of one image; a fake token already ending ``ids`` is shared."""
+        fake, image = self.fake_token_id, self.image_token_id
+        if isinstance(layout, int):
+            block = [image] * layout + [fake]
+            return block if ids and ids[-1] == fake else [fake, *block]
+        views = layout.rows * layout.cols + 1
+        if not self.crop_markers:  # Idefics2: the crops and the image as consecutive image blocks
+            block = ([image] * layout.tokens_per_image + [fake]) * views
+            return block if ids and ids[-1] == fake else [fake, *block]
+        block: list[int] = []  # Idefics3: <fake><row_r_col_c><image>*n per crop, rows on lines, then the global view
+        for r in range(layout.rows):
+            for c in range(layout.cols):
+                block += [fake, *self._text(f"<row_{r + 1}_col_{c + 1}>"), *[image] * layout.tokens_per_image]
+            block += self._text("\n")
+        block += [*self._text("\n"), fake, *self._text("<global-img>"), *[image] * layout.tokens_per_image, fake]
+        return block
 
 
 def _parse_segment(segment: Segment) -> tuple[Literal["text", "image"], str]:
