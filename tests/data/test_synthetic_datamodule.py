@@ -45,3 +45,18 @@ def test_splits_use_different_seeds_and_answers_are_kept(tiny_vlm):
 def test_dataloaders_need_a_model():
     with pytest.raises(RuntimeError, match="connect"):
         SyntheticVQADataModule().train_dataloader()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tasks": ["colour"]}, "colour"),
+        ({"val_tasks": ["nope"]}, "nope"),
+        ({"image_splitting": 1.5}, "image_splitting"),
+        ({"num_train": -1}, "num_samples"),
+        ({"max_shapes": 0}, "max_shapes"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SyntheticVQADataModule(**kwargs)

@@ -123,6 +123,11 @@ class SyntheticVQADataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.tasks = tuple(tasks)
         self.val_tasks = tuple(val_tasks) if val_tasks is not None else self.tasks
+        for name, value in (("image_splitting", image_splitting), ("upscale_probability", upscale_probability)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        for split in ("train", "val"):  # validate tasks, sizes and counts now, not at the first batch
+            self._raw(split)
         self.processor: VLMProcessor | None = None
         self.patch_size: int | None = None
 
