@@ -1,15 +1,19 @@
-"""Tests for TimmVisionEncoder: reference outputs, padding invariance, feature layers, checkpoint loading."""
+"""Tests for TimmVisionEncoder: reference outputs, padding invariance, bucket positions, feature layers, loading."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 import torch
 from padded_images import padded_pair, real_patches
 from safetensors.torch import save_file
 from timm.models.vision_transformer import Block
+from transformers import AutoConfig
+from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionEmbeddings
 
 from vlmkit.interfaces import VisionEncoder
-from vlmkit.vision import TimmVisionEncoder
+from vlmkit.vision import TimmVisionEncoder, TransformersVisionEncoder
 
 # pretrained grid 4 x 4 patches of 8 px
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -23,9 +27,9 @@ MODELS = [
 ATOL = 1e-5
 
 
-def build(model_name: str, **kwargs) -> TimmVisionEncoder:
+def build(model_name: str, img_size: int = 32, **kwargs) -> TimmVisionEncoder:
     torch.manual_seed(0)
-    return TimmVisionEncoder(model_name, model_kwargs=TINY, **kwargs).eval()
+    return TimmVisionEncoder(model_name, model_kwargs={**TINY, "img_size": img_size}, **kwargs).eval()
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +56,18 @@ def test_matches_forward_features(encoders, model_name, size):
 @torch.no_grad()
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("fused", [True, False], ids=["sdpa", "manual-attention"])
-def test_padding_invariance(model_name, fused):
-    encoder = build(model_name)
+@pytest.mark.parametrize("mode", ["interpolate", "bucket"])
+def test_padding_invariance(model_name, fused, mode):
+    encoder = build(model_name, position_embedding=mode)
     for block in encoder.model.blocks:
         block.attn.fused_attn = fused
     pixels, patch_mask, first, second = padded_pair()
     batched = encoder(pixels, patch_mask)
     assert batched.shape == (2, 25, 32) and batched.isfinite().all()
-    torch.testing.assert_close(real_patches(batched[0], 3, 5), reference(encoder, first)[0], atol=ATOL, rtol=0)
-    torch.testing.assert_close(real_patches(batched[1], 5, 2), reference(encoder, second)[0], atol=ATOL, rtol=0)
+    # interpolate is timm's own dynamic_img_size forward; bucket has no timm counterpart: the image alone
+    alone = (lambda image: reference(encoder, image)) if mode == "interpolate" else encoder
+    torch.testing.assert_close(real_patches(batched[0], 3, 5), alone(first)[0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(real_patches(batched[1], 5, 2), alone(second)[0], atol=ATOL, rtol=0)
 
 
 @torch.no_grad()
@@ -80,6 +87,61 @@ def test_positions_unchanged_at_pretrained_size(encoders):
     patch_positions, prefix_positions = encoder._positions(torch.tensor([[4, 4], [2, 3]]), 4, 4, 1)
     assert torch.equal(patch_positions[0], table[0, 1:])
     assert torch.equal(prefix_positions, table[:, :1])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("model_name", MODELS)
+def test_bucket_at_pretrained_size_is_the_original_table(model_name):
+    encoder = build(model_name, position_embedding="bucket")
+    prefix = 0 if encoder.model.no_embed_class else encoder.model.num_prefix_tokens
+    table = encoder.model.pos_embed  # [1, prefix + 16, d]
+    patch_positions, prefix_positions = encoder._positions(torch.tensor([[4, 4], [2, 3]]), 4, 4, prefix)
+    assert torch.equal(patch_positions[0], table[0, prefix:])  # full 4 x 4 grid: identity ids
+    assert torch.equal(prefix_positions, table[:, :prefix])
+    assert not torch.equal(patch_positions[1], table[0, prefix:])
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(encoder(pixels), reference(encoder, pixels), atol=ATOL, rtol=0)
+
+
+def _position_ids_read_back(table: torch.Tensor, read: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Write each row's index into channel 0 of a position ``table`` (others zero) and read ids back via ``read``."""
+    with torch.no_grad():
+        table.zero_()
+        table[..., 0] = torch.arange(table.shape[-2], dtype=table.dtype)
+        return read()[..., 0].round().long()
+
+
+@pytest.mark.parametrize("side", [4, 7, 25])
+def test_bucket_ids_match_transformers_encoder_and_idefics2(side):
+    """Golden: same ids as the transformers encoder's bucket mode and Idefics2's own embeddings (at side 25 the
+    float32 buckets are not the identity on the full grid, and must still agree)."""
+    grid = side + 3
+    sizes = torch.tensor([(h, w) for h in (1, 2, 5, side, grid) for w in (1, 3, side, grid)])  # [20, 2]
+    patch_mask = (torch.arange(grid)[None, :, None] < sizes[:, 0, None, None]) & (
+        torch.arange(grid)[None, None, :] < sizes[:, 1, None, None]
+    )
+    timm_encoder = build("vit_base_patch16_siglip_224", position_embedding="bucket", img_size=8 * side)
+    timm_ids = _position_ids_read_back(
+        timm_encoder.model.pos_embed, lambda: timm_encoder._positions(sizes, grid, grid, 0)[0]
+    )
+    tower = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    tower.update(image_size=8 * side, patch_size=8)
+    transformers_encoder = TransformersVisionEncoder(
+        config={"model_type": "siglip_vision_model", **tower}, position_embedding="bucket"
+    )
+    transformers_ids = _position_ids_read_back(
+        transformers_encoder.backbone.embeddings.position_embedding.weight,
+        lambda: transformers_encoder._patch_positions(sizes, grid, grid),
+    )
+    embeddings = Idefics2VisionEmbeddings(AutoConfig.for_model("idefics2_vision", **tower))
+    with torch.no_grad():
+        embeddings.patch_embedding.weight.zero_()
+        embeddings.patch_embedding.bias.zero_()
+    pixels = torch.zeros(len(sizes), 3, 8 * grid, 8 * grid)
+    idefics2_ids = _position_ids_read_back(embeddings.position_embedding.weight, lambda: embeddings(pixels, patch_mask))
+    assert torch.equal(timm_ids, transformers_ids) and torch.equal(timm_ids, idefics2_ids)
+    full_grid = timm_ids[(sizes == side).all(1)][0].reshape(grid, grid)[:side, :side]  # the pretrained-size image
+    assert torch.equal(full_grid.flatten(), torch.arange(side * side)) == (side != 25)  # 25: row 5 repeats row 4
 
 
 @torch.no_grad()
@@ -134,6 +196,8 @@ def test_constructor_errors():
         TimmVisionEncoder("vit_tiny_patch16_224", model_kwargs={**TINY, "patch_drop_rate": 0.1})
     with pytest.raises(ValueError, match="feature_layer"):
         TimmVisionEncoder("vit_tiny_patch16_224", model_kwargs=TINY, feature_layer=-4)
+    with pytest.raises(ValueError, match="position_embedding"):
+        TimmVisionEncoder("vit_tiny_patch16_224", model_kwargs=TINY, position_embedding="rope")
 
 
 def test_forward_errors(encoders):

@@ -1,4 +1,4 @@
-"""Patch-grid helpers shared by the vision encoders: input validation and per-image real-patch rectangles.
+"""Patch-grid helpers shared by the vision encoders: input validation, real-patch rectangles, bucketed positions.
 
 A padded batch is described by ``patch_mask`` (True on real patches, one top-left rectangle per image); both
 encoders reduce it to each image's ``(rows, cols)`` of real patches, which is all positions and masks need.
@@ -50,10 +50,44 @@ def rectangle_mask(grid_sizes: torch.Tensor, rows: int, cols: int) -> torch.Tens
     return in_rows & in_cols
 
 
-def same_segment_mask(real: torch.Tensor) -> torch.Tensor:
-    """``[n, 1, s, s]`` bool attention mask: real tokens see real tokens, padding sees padding (``real`` ``[n, s]``).
+def same_segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """``[n, 1, s, s]`` bool attention mask letting each token see only tokens of its own segment.
 
-    Block-diagonal rather than key-padding only, so no query row is empty (no NaNs) and padding neither attends to
-    nor is attended by real tokens.
+    ``segments`` is ``[n, s]``: bool "is real" (real tokens see real tokens, padding sees padding) or integer segment
+    ids (a packed sequence: each image sees itself). Block-diagonal rather than key-padding only, so no query row is
+    empty (no NaNs) and padding neither attends to nor is attended by real tokens.
     """
-    return real[:, None, :, None] == real[:, None, None, :]
+    return segments[:, None, :, None] == segments[:, None, None, :]
+
+
+def bucket_position_ids(
+    grid_sizes: torch.Tensor, rows: int, cols: int, grid_side: int | tuple[int, int]
+) -> torch.Tensor:
+    """Idefics2's position ids: each patch's fractional coordinate in its image, bucketed on the pretrained grid.
+
+    The arithmetic follows ``Idefics2VisionEmbeddings.forward`` operation for operation, so ids are bit-identical.
+    Being float32 arithmetic, it is the identity at the pretrained size for the usual sides (14, 16, 24, 27, 32, 37,
+    64, 70) but not for every side (e.g. 19, 25, 40 repeat a row): that is the released model's behaviour, kept.
+
+    Args:
+        grid_sizes: ``[n, 2]`` rows and columns of real patches per image.
+        rows: Patch rows of the padded batch.
+        cols: Patch columns of the padded batch.
+        grid_side: Side of the pretrained square position grid, or its ``(rows, cols)`` if not square.
+
+    Returns:
+        ``[n, rows*cols]`` long ids into the row-major pretrained table; 0 on padding patches.
+    """
+    device = grid_sizes.device
+    side_h, side_w = (grid_side, grid_side) if isinstance(grid_side, int) else grid_side
+    boundaries_h = torch.arange(1 / side_h, 1.0, 1 / side_h, device=device)
+    boundaries_w = torch.arange(1 / side_w, 1.0, 1 / side_w, device=device)
+    step_h = 1.0 / grid_sizes[:, 0]  # [n]
+    step_w = 1.0 / grid_sizes[:, 1]  # [n]
+    coords_h = torch.arange(rows, device=device, dtype=torch.float32)[None, :] * step_h[:, None]  # [n, rows]
+    coords_w = torch.arange(cols, device=device, dtype=torch.float32)[None, :] * step_w[:, None]  # [n, cols]
+    bucket_h = torch.bucketize(torch.clamp(coords_h, max=1.0 - 1e-6), boundaries_h, right=True)
+    bucket_w = torch.bucketize(torch.clamp(coords_w, max=1.0 - 1e-6), boundaries_w, right=True)
+    ids = bucket_h[:, :, None] * side_w + bucket_w[:, None, :]  # [n, rows, cols]
+    real = rectangle_mask(grid_sizes, rows, cols)  # [n, rows, cols]
+    return torch.where(real, ids, 0).flatten(1)

@@ -1,22 +1,27 @@
 """Vision encoders from ``timm`` (``VisionTransformer`` family: ViT, DeiT, CLIP/SigLIP/DINOv2 ports), at any resolution.
 
 The timm model's own modules are reused but ``forward_features`` is re-composed so each image of a padded batch gets
-its absolute position table resampled to its own patch grid (timm's ``resample_abs_pos_embed``, as its
-``dynamic_img_size`` path does) and a block-diagonal attention mask keeps padding away from real patches.
+positions for its own patch grid (the absolute table resampled by timm's ``resample_abs_pos_embed`` as its
+``dynamic_img_size`` path does, or Idefics2's fractional buckets of it) and a block-diagonal attention mask keeps
+padding away from real patches — or, with ``packing``, no padding tokens at all (NaViT-style, one sequence).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vlmkit.vision._grid import real_grid_sizes, same_segment_mask
+from vlmkit.vision._grid import bucket_position_ids, real_grid_sizes, rectangle_mask, same_segment_mask
+from vlmkit.vision._packing import packed_forward, segment_ids
+
+PositionEmbedding = Literal["interpolate", "bucket"]
 
 
 class TimmVisionEncoder(nn.Module):
@@ -25,6 +30,15 @@ class TimmVisionEncoder(nn.Module):
     Images are padded bottom/right to a common ``H, W`` and described by ``patch_mask``; each image's features equal
     those it gets alone at its own size (Idefics2, Sec. 3.3: aspect ratio and resolution preserving). Prefix tokens
     (CLS, registers) take part in attention as in pretraining and are dropped from the output.
+
+    With ``packing=True`` a padded batch is not run padded: each image's prefix tokens and real patches are
+    concatenated into one sequence ``[1, sum_i (prefix + p_i), d]`` whose block-diagonal attention mask keeps images
+    apart, and the features are scattered back to the padded layout (zeros on padding). Same features, fewer tokens:
+    it pays off when padding is a large share of the batch (mixed aspect ratios and resolutions), as every token-wise
+    part (projections, MLPs) runs on real tokens only. Memory note: the mask is dense, ``[1, 1, S, S]`` bool with
+    ``S`` the real tokens of the whole batch, and timm's attention (fused SDPA or manual) computes all ``S x S``
+    scores — more than the padded ``n * s_max**2`` once a batch holds many images — so memory and attention time
+    grow with the square of the batch's tokens; pack a modest number of images per call.
 
     Args:
         model_name: A timm model name whose model is a ``VisionTransformer``, e.g. ``"vit_so400m_patch14_siglip_384"``.
@@ -35,10 +49,14 @@ class TimmVisionEncoder(nn.Module):
         feature_layer: Which hidden state to return: 0 = embeddings (after ``norm_pre``), ``i`` = output of block
             ``i``; -1 is the last block *with* the final norm, any other index that entry without it.
             Blocks after it are not run.
+        position_embedding: How an image's grid gets positions from the pretrained table: ``"interpolate"``
+            (resampled to the image's own grid, timm's ``dynamic_img_size`` behaviour) or ``"bucket"`` (Idefics2's
+            fractional-coordinate buckets of the pretrained grid, no resampling).
+        packing: Run a padded batch as one sequence of its real tokens (see above) instead of masking padding.
 
     Raises:
         ValueError: If the model is not a ``VisionTransformer``, uses patch dropout or non-square patches, or
-            ``feature_layer`` is out of range.
+            ``feature_layer`` or ``position_embedding`` is invalid.
 
     Example:
         >>> encoder = TimmVisionEncoder("vit_tiny_patch16_224", model_kwargs={"img_size": 64, "patch_size": 8,
@@ -54,8 +72,12 @@ class TimmVisionEncoder(nn.Module):
         checkpoint_path: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
         feature_layer: int = -1,
+        position_embedding: PositionEmbedding = "interpolate",
+        packing: bool = False,
     ) -> None:
         super().__init__()
+        if position_embedding not in ("interpolate", "bucket"):
+            raise ValueError(f"position_embedding must be 'interpolate' or 'bucket', got {position_embedding!r}.")
         self.model = timm.create_model(
             model_name,
             pretrained=pretrained or checkpoint_path is not None,
@@ -85,6 +107,8 @@ class TimmVisionEncoder(nn.Module):
             raise ValueError(f"feature_layer must be in [{-(num_blocks + 1)}, {num_blocks}], got {feature_layer}.")
         self.feature_layer = feature_layer
         self._num_blocks_run = feature_layer % (num_blocks + 1)
+        self.position_embedding: PositionEmbedding = position_embedding
+        self.packing = packing
 
     @property
     def block_class(self) -> type[nn.Module]:
@@ -102,7 +126,7 @@ class TimmVisionEncoder(nn.Module):
 
         Returns:
             ``[n, (H/patch) * (W/patch), hidden_size]`` features in row-major patch order (padding rows hold
-            unspecified values).
+            unspecified values; zeros with ``packing``).
 
         Raises:
             ValueError: If ``H``/``W`` are not multiples of ``patch_size`` or ``patch_mask`` is malformed.
@@ -124,12 +148,20 @@ class TimmVisionEncoder(nn.Module):
         x = torch.cat([*prefix, x], dim=1)  # [n, prefix + rows*cols, d]
         x = model.norm_pre(model.pos_drop(x))
 
-        attn_mask = None
-        if patch_mask is not None and not bool(patch_mask.all()):
+        if patch_mask is None or bool(patch_mask.all()):  # no padding: nothing to mask or pack
+            x = self._encode(x)
+        else:
             real = patch_mask.flatten(1)  # [n, rows*cols]
-            real = torch.cat([real.new_ones(n, model.num_prefix_tokens), real], dim=1)  # [n, s]
-            attn_mask = same_segment_mask(real)  # [n, 1, s, s]
+            real = torch.cat([real.new_ones(n, model.num_prefix_tokens), real], dim=1)  # [n, prefix + rows*cols]
+            if self.packing:  # [1, S, d] through the blocks, back to [n, prefix + rows*cols, d]
+                x = packed_forward(x, real, lambda packed, lengths: self._encode(packed, _segment_mask(lengths)))
+            else:
+                x = self._encode(x, same_segment_mask(real))  # mask [n, 1, s, s]
+        return x[:, model.num_prefix_tokens :]  # [n, rows*cols, d]
 
+    def _encode(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The blocks up to ``feature_layer`` (and the final norm for -1) over ``x`` ``[b, s, d]``."""
+        model = self.model
         for block in model.blocks[: self._num_blocks_run]:
             if model.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, attn_mask, use_reentrant=False)
@@ -137,7 +169,7 @@ class TimmVisionEncoder(nn.Module):
                 x = block(x, attn_mask=attn_mask)
         if self.feature_layer == -1:
             x = model.norm(x)
-        return x[:, model.num_prefix_tokens :]  # [n, rows*cols, d]
+        return x
 
     def _positions(
         self, grid_sizes: torch.Tensor, rows: int, cols: int, num_embedded_prefix: int
@@ -147,6 +179,12 @@ class TimmVisionEncoder(nn.Module):
         table = model.pos_embed  # [1, prefix? + h0*w0, d]
         prefix_positions = table[:, :num_embedded_prefix]
         old_size = model.patch_embed.grid_size
+
+        if self.position_embedding == "bucket":
+            position_ids = bucket_position_ids(grid_sizes, rows, cols, tuple(old_size))  # [n, rows*cols]
+            real = rectangle_mask(grid_sizes, rows, cols).flatten(1)  # [n, rows*cols]
+            positions = F.embedding(position_ids, table[0, num_embedded_prefix:])  # [n, rows*cols, d]
+            return positions * real[..., None].to(positions.dtype), prefix_positions
 
         def resample(h: int, w: int) -> torch.Tensor:  # [1, h*w, d], exactly as forward_features does it
             resized = resample_abs_pos_embed(
@@ -163,3 +201,8 @@ class TimmVisionEncoder(nn.Module):
                 images = torch.tensor([size == (h, w) for size in sizes], device=table.device)
                 positions[images, :h, :w] = resample(h, w).reshape(h, w, -1)
         return positions.flatten(1, 2), prefix_positions
+
+
+def _segment_mask(lengths: torch.Tensor) -> torch.Tensor | None:
+    """``[1, 1, S, S]`` block-diagonal bool mask for packed segments of ``lengths``; None for a single image."""
+    return same_segment_mask(segment_ids(lengths)) if len(lengths) > 1 else None

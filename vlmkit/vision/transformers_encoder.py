@@ -3,7 +3,8 @@
 The backbone's own modules are reused (patch embedding, layers, norms) but the forward pass is ours, so every family
 gets the same two things Idefics2 needs (Sec. 3.3): per-image positions computed on the image's own patch grid
 (bicubic ``interpolate`` of the pretrained table, or Idefics2's fractional ``bucket`` ids) and a block-diagonal
-attention mask so that bottom/right padding never mixes with real patches.
+attention mask so that bottom/right padding never mixes with real patches — or, with ``packing``, no padding tokens at
+all: the real patches of all images run as one sequence (NaViT-style).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask
 from transformers import AutoConfig, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
@@ -27,7 +29,10 @@ from transformers.utils.constants import (
     OPENAI_CLIP_STD,
 )
 
-from vlmkit.vision._grid import real_grid_sizes, rectangle_mask
+from vlmkit.vision._grid import bucket_position_ids, real_grid_sizes
+from vlmkit.vision._packing import packed_forward, segment_ids, varlen_kwargs
+
+__all__ = ["TransformersVisionEncoder", "bucket_position_ids", "interpolate_positions"]
 
 PositionEmbedding = Literal["interpolate", "bucket"]
 
@@ -52,6 +57,17 @@ class TransformersVisionEncoder(nn.Module):
     gets alone at its own size (Idefics2, Sec. 3.3: aspect ratio and resolution preserving). CLIP's CLS token is kept
     inside the encoder (it is part of the pretrained computation) and dropped from the output.
 
+    With ``packing=True`` a padded batch is not run padded: the real patches of all images (each with its own CLS
+    token for CLIP) form one sequence ``[1, sum_i p_i, d]`` whose block-diagonal attention keeps images apart, and the
+    features are scattered back to the padded layout (zeros on padding). Same features, fewer tokens: it pays off
+    when padding is a large share of the batch (mixed aspect ratios and resolutions: a batch padded to its largest
+    height and width is easily half padding), as every token-wise part (projections, MLPs) runs on real patches only.
+    Memory note: ``eager``/``sdpa`` take a dense ``[1, 1, S, S]`` mask (``S`` = real tokens of the whole batch) and
+    compute all ``S x S`` scores, more than the padded ``n * s_max**2`` once a batch holds many images, so memory
+    and attention time grow with the square of the batch's tokens (``benchmarks/packing.py``, CPU: 16 images, 38% real,
+    fwd+bwd 0.9x the padded time with ``sdpa`` but 1.7x with ``eager``). Flash-attention implementations get varlen
+    lengths instead (``cu_seq_lens``, no mask: only per-image blocks are computed), ``flex_attention`` a block mask.
+
     Args:
         name_or_path: A hub id or local directory of a checkpoint (``siglip``, ``siglip_vision_model``, ``clip``,
             ``clip_vision_model`` or ``idefics2_vision``; full SigLIP/CLIP checkpoints give their vision tower).
@@ -66,6 +82,7 @@ class TransformersVisionEncoder(nn.Module):
         feature_layer: Which hidden state to return, indexed like transformers' ``hidden_states`` (0 = embeddings,
             ``i`` = output of layer ``i``): -1 is the last layer *with* the post-layernorm applied, any other index
             that entry without it (e.g. -2 for LLaVA's penultimate layer). Layers after it are not run.
+        packing: Run a padded batch as one sequence of its real patches (see above) instead of masking padding.
 
     Raises:
         ValueError: If not exactly one of ``name_or_path``/``config`` is given, the model type is not supported, or
@@ -87,6 +104,7 @@ class TransformersVisionEncoder(nn.Module):
         attn_implementation: str | None = None,
         position_embedding: PositionEmbedding | None = None,
         feature_layer: int = -1,
+        packing: bool = False,
     ) -> None:
         super().__init__()
         if (name_or_path is None) == (config is None):
@@ -112,6 +130,7 @@ class TransformersVisionEncoder(nn.Module):
             raise ValueError(f"feature_layer must be in [{-(num_layers + 1)}, {num_layers}], got {feature_layer}.")
         self.feature_layer = feature_layer
         self._num_layers_run = feature_layer % (num_layers + 1)
+        self.packing = packing
 
     @property
     def block_class(self) -> type[nn.Module]:
@@ -129,10 +148,11 @@ class TransformersVisionEncoder(nn.Module):
 
         Returns:
             ``[n, (H/patch) * (W/patch), hidden_size]`` features in row-major patch order (padding rows hold
-            unspecified values).
+            unspecified values; zeros with ``packing``).
 
         Raises:
-            ValueError: If ``H``/``W`` are not multiples of ``patch_size`` or ``patch_mask`` is malformed.
+            ValueError: If ``H``/``W`` are not multiples of ``patch_size`` or ``patch_mask`` is malformed, or when
+                packing under an attention implementation that takes neither a 4-D mask nor varlen lengths.
         """
         grid_sizes = real_grid_sizes(pixel_values, patch_mask, self.patch_size)  # [n, 2] (rows, cols) of real patches
         n, _, height, width = pixel_values.shape
@@ -148,18 +168,50 @@ class TransformersVisionEncoder(nn.Module):
             x = torch.cat([cls.to(x.dtype).expand(n, 1, -1), x], dim=1)  # [n, 1 + rows*cols, d]
             x = self.backbone.pre_layrnorm(x)
 
-        attention_mask = None
-        if patch_mask is not None and not bool(patch_mask.all()):
+        if patch_mask is None or bool(patch_mask.all()):  # no padding: nothing to mask or pack
+            x = self._encode(x)
+        else:
             real = patch_mask.flatten(1)  # [n, rows*cols]
-            if self.num_prefix_tokens:
-                real = torch.cat([real.new_ones(n, self.num_prefix_tokens), real], dim=1)
-            attention_mask = _attention_mask(self.backbone.config, x, real)
+            real = torch.cat([real.new_ones(n, self.num_prefix_tokens), real], dim=1)  # [n, prefix + rows*cols]
+            if self.packing:  # [1, S, d] through the layers, back to [n, prefix + rows*cols, d]
+                x = packed_forward(
+                    x, real, lambda packed, lengths: self._encode(packed, *self._packed_mask(packed, lengths))
+                )
+            else:
+                x = self._encode(x, _attention_mask(self.backbone.config, x, real))
+        return x[:, self.num_prefix_tokens :]  # [n, rows*cols, d]
 
+    def _encode(self, x: torch.Tensor, attention_mask: Any = None, layer_kwargs: dict | None = None) -> torch.Tensor:
+        """The encoder layers up to ``feature_layer`` (and the post-layernorm for -1) over ``x`` ``[b, s, d]``."""
         for layer in self.backbone.encoder.layers[: self._num_layers_run]:
-            x = layer(x, attention_mask)  # [n, prefix + rows*cols, d]
+            x = layer(x, attention_mask, **(layer_kwargs or {}))  # [b, s, d]
         if self.feature_layer == -1:
             x = self.backbone.post_layernorm(x)
-        return x[:, self.num_prefix_tokens :]  # [n, rows*cols, d]
+        return x
+
+    def _packed_mask(self, packed: torch.Tensor, lengths: torch.Tensor) -> tuple[Any, dict]:
+        """Attention mask and layer kwargs keeping the images (segments of ``lengths``) of ``packed`` apart.
+
+        Flash kernels get varlen lengths (``cu_seq_lens``) and no mask; the others a block-diagonal mask from
+        transformers' own factory (4-D bool for sdpa, additive for eager, a block mask for flex).
+        """
+        config = self.backbone.config
+        if "flash" in config._attn_implementation:
+            return None, varlen_kwargs(lengths)
+        segments = segment_ids(lengths)  # [1, S]
+        mask = create_bidirectional_mask(
+            config=config,
+            inputs_embeds=packed,
+            attention_mask=None,
+            and_mask_function=lambda batch, head, q, kv: segments[batch, q] == segments[batch, kv],
+        )
+        block_diagonal = isinstance(mask, BlockMask) or (isinstance(mask, torch.Tensor) and mask.ndim == 4)
+        if len(lengths) > 1 and not block_diagonal:  # e.g. a kernel that only takes a 2-D padding mask
+            raise ValueError(
+                f"packing needs a block-diagonal 4-D attention mask or flash-attention varlen lengths, which "
+                f"attn_implementation={config._attn_implementation!r} does not take; use 'sdpa' or 'eager'."
+            )
+        return mask, {}
 
     def _patch_positions(self, grid_sizes: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """Position embeddings ``[n, rows*cols, d]`` for each image's own real grid, zero-padded to ``rows x cols``."""
@@ -190,33 +242,6 @@ def interpolate_positions(grid: torch.Tensor, rows: int, cols: int) -> torch.Ten
         return grid
     resized = F.interpolate(grid.permute(2, 0, 1)[None].float(), size=(rows, cols), mode="bicubic", align_corners=False)
     return resized[0].permute(1, 2, 0).to(grid.dtype)  # [rows, cols, d]
-
-
-def bucket_position_ids(grid_sizes: torch.Tensor, rows: int, cols: int, grid_side: int) -> torch.Tensor:
-    """Idefics2's position ids: each patch's fractional coordinate in its image, bucketed on the pretrained grid.
-
-    The arithmetic follows ``Idefics2VisionEmbeddings.forward`` operation for operation, so ids are bit-identical.
-
-    Args:
-        grid_sizes: ``[n, 2]`` rows and columns of real patches per image.
-        rows: Patch rows of the padded batch.
-        cols: Patch columns of the padded batch.
-        grid_side: Side of the pretrained square position grid.
-
-    Returns:
-        ``[n, rows*cols]`` long ids into the ``grid_side**2`` table; 0 on padding patches.
-    """
-    device = grid_sizes.device
-    boundaries = torch.arange(1 / grid_side, 1.0, 1 / grid_side, device=device)
-    step_h = 1.0 / grid_sizes[:, 0]  # [n]
-    step_w = 1.0 / grid_sizes[:, 1]  # [n]
-    coords_h = torch.arange(rows, device=device, dtype=torch.float32)[None, :] * step_h[:, None]  # [n, rows]
-    coords_w = torch.arange(cols, device=device, dtype=torch.float32)[None, :] * step_w[:, None]  # [n, cols]
-    bucket_h = torch.bucketize(torch.clamp(coords_h, max=1.0 - 1e-6), boundaries, right=True)
-    bucket_w = torch.bucketize(torch.clamp(coords_w, max=1.0 - 1e-6), boundaries, right=True)
-    ids = bucket_h[:, :, None] * grid_side + bucket_w[:, None, :]  # [n, rows, cols]
-    real = rectangle_mask(grid_sizes, rows, cols)  # [n, rows, cols]
-    return torch.where(real, ids, 0).flatten(1)
 
 
 def _build_backbone(
