@@ -187,8 +187,17 @@ class VisionLanguageModel(nn.Module):
         patch_mask: torch.Tensor | None = None,
         max_new_tokens: int = 20,
         stop_token_ids: Sequence[int] | None = None,
+        stop_strings: Sequence[str] = (),
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Greedy decoding with a KV cache; prompts must be left-padded.
+        """Greedy (or sampled) decoding with a KV cache; prompts must be left-padded.
+
+        Each sequence stops on its own, at a stop token or once its text contains a stop
+        string (e.g. the paper's ``Question`` and ``User``, appendix A.3.1); later positions
+        hold the pad id. :func:`vlmkit.eval.generation.decode` cuts the text at the stop string.
 
         Args:
             input_ids: Prompt ids ``[b, s]``, left-padded.
@@ -196,13 +205,20 @@ class VisionLanguageModel(nn.Module):
             pixel_values: Images of the prompts ``[n, 3, H, W]``.
             patch_mask: Real patches ``[n, h, w]``.
             max_new_tokens: Upper bound on generated tokens.
-            stop_token_ids: Tokens that end a sequence (default: ``<end_of_utterance>`` and EOS).
-                The stop token is kept in the output; later positions hold the pad id.
+            stop_token_ids: Tokens that end a sequence (default: ``<end_of_utterance>`` and EOS);
+                kept in the output.
+            stop_strings: Texts that end a sequence once generated.
+            do_sample: Sample instead of taking the argmax.
+            temperature: Softmax temperature when sampling.
+            top_p: Nucleus sampling mass when sampling.
+            generator: Random generator for reproducible sampling.
 
         Returns:
             Generated ids ``[b, <= max_new_tokens]`` (prompt excluded).
         """
-        stops = torch.tensor(stop_token_ids if stop_token_ids is not None else self.stop_token_ids)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        stops = torch.tensor(stop_token_ids if stop_token_ids is not None else self.stop_token_ids, dtype=torch.long)
         pad_id = self.tokenizer.pad_token_id
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -211,12 +227,14 @@ class VisionLanguageModel(nn.Module):
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [b, s]
         out = self(input_ids, attention_mask, pixel_values, patch_mask, position_ids=position_ids, use_cache=True)
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        generated = []
+        generated: list[torch.Tensor] = []
         for step in range(max_new_tokens):
-            next_ids = out.logits[:, -1].argmax(-1)  # [b]
+            next_ids = _next_token(out.logits[:, -1], do_sample, temperature, top_p, generator)  # [b]
             next_ids = torch.where(finished, torch.full_like(next_ids, pad_id), next_ids)
             generated.append(next_ids)
             finished |= torch.isin(next_ids, stops.to(next_ids.device))
+            if stop_strings:
+                finished |= self._hit_stop_string(torch.stack(generated, 1), finished, stop_strings)
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
@@ -233,6 +251,31 @@ class VisionLanguageModel(nn.Module):
                 use_cache=True,
             )
         return torch.stack(generated, dim=1)
+
+    def _hit_stop_string(self, generated: torch.Tensor, finished: torch.Tensor, stop_strings: Sequence[str]):
+        """``[b]`` bool: unfinished sequences whose generated text now contains a stop string."""
+        hit = torch.zeros_like(finished)
+        for i in (~finished).nonzero().flatten().tolist():
+            text = self.tokenizer.decode(generated[i], skip_special_tokens=True)
+            hit[i] = any(stop in text for stop in stop_strings)
+        return hit
+
+
+def _next_token(
+    logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Argmax, or a sample from the temperature-scaled, nucleus-truncated distribution ``[b]``."""
+    if not do_sample:
+        return logits.argmax(-1)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [b, vocab]
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def _pack_real_patches(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,11 +29,12 @@ class Turn:
     """One message of a conversation (The Cauldron / transformers messages layout).
 
     Attributes:
-        role: Who speaks; assistant turns are the ones trained on.
+        role: Who speaks; assistant turns are the ones trained on. ``text`` is plain text with no
+            role prefix and no end of utterance (prompts for base, non-chat models).
         content: Text and image segments in order.
     """
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "text"]
     content: Sequence[Segment] = field(default_factory=tuple)
 
 
@@ -77,7 +78,8 @@ class ChatTemplate:
             ``False`` gives Idefics2's layout (five plain image blocks in a row).
     """
 
-    prefixes: Mapping[str, str] = {"system": "System:", "user": "User:", "assistant": "Assistant:"}
+    prefixes: Mapping[str, str] = {"system": "System:", "user": "User:", "assistant": "Assistant:", "text": ""}
+    """Role prefixes; ``text`` is raw text without a prefix or end of utterance (base-model prompts)."""
 
     def __init__(
         self,
@@ -150,8 +152,9 @@ class ChatTemplate:
                     if turn.role == "assistant" and i == 0 and not text.startswith(" "):
                         text = " " + text
                     emit(self._text(text), trained)
-            emit([self.end_of_utterance_id], trained)
-            emit(self._text("\n"), self.train_on == "all")
+            if turn.role != "text":
+                emit([self.end_of_utterance_id], trained)
+                emit(self._text("\n"), self.train_on == "all")
         if images_seen != len(image_token_counts):
             raise ValueError(
                 f"conversation has {images_seen} image segments but {len(image_token_counts)} images were given"

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 
+from vlmkit.eval.generation import PAPER_STOP_STRINGS, decode
 from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import IGNORE_INDEX
 from vlmkit.trainability import parameter_table
@@ -89,6 +90,7 @@ class VLMModule(L.LightningModule):
         self.learning_rates = dict(learning_rates or {})
         self.max_new_tokens = max_new_tokens
         self._last_step_time: float | None = None
+        self.evaluation_results: dict[str, float] = {}
 
     def forward(self, batch: dict[str, Any]):
         """Model outputs for a collated batch."""
@@ -134,20 +136,82 @@ class VLMModule(L.LightningModule):
         self._last_step_time = None
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Loss and exact-match answer accuracy (overall and per task)."""
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | None:
+        """Loss and exact-match answer accuracy, or generation + metric for evaluation-task batches."""
+        if "references" in batch:
+            return self._score_generations(batch, batch_idx)
         return self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        """Log the data's majority-answer baseline next to the accuracy, when it offers one."""
+        """Log task metrics (and the data's majority-answer baseline, when it offers one)."""
+        self._log_task_metrics("val")
         datamodule = getattr(self.trainer, "datamodule", None)
         baseline = getattr(datamodule, "majority_baseline", None)
         if callable(baseline) and not self.trainer.sanity_checking:
             self.log("val/majority_baseline", float(baseline("val")), sync_dist=False)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Same metrics as validation, on the test split."""
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | None:
+        """Same as validation, on the test split."""
+        if "references" in batch:
+            return self._score_generations(batch, batch_idx)
         return self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        """Log task metrics and print the results table."""
+        self._log_task_metrics("test")
+
+    def _tasks(self) -> list:
+        return list(getattr(getattr(self.trainer, "datamodule", None), "tasks", None) or [])
+
+    def _score_generations(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Generate answers for an evaluation-task batch and update that task's metric."""
+        task = self._tasks()[batch["task_index"][0]]
+        generated = self.vlm.generate(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("pixel_values"),
+            batch.get("patch_mask"),
+            max_new_tokens=task.max_new_tokens,
+            stop_strings=PAPER_STOP_STRINGS,
+        )
+        predictions = decode(generated, self.vlm.tokenizer)
+        task.update(predictions, batch["references"], batch["choices"])
+        if batch_idx == 0:
+            self._log_examples(task.name, batch, predictions)
+
+    def _log_examples(self, name: str, batch: dict[str, Any], predictions: list[str]) -> None:
+        """A few generations (and the first image) in TensorBoard, where a person can look at them."""
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_text") or self.trainer.sanity_checking:
+            return
+        rows = [
+            f"| {q} | {p} | {' / '.join(r[:3])} |"
+            for q, p, r in zip(batch["question"], predictions, batch["references"])
+        ][:4]
+        table = "| question | prediction | references |\n|---|---|---|\n" + "\n".join(rows)
+        experiment.add_text(f"examples/{name}", table, self.global_step)
+        if "pixel_values" in batch:
+            image = batch["pixel_values"][-1].float()
+            image = (image - image.min()) / (image.max() - image.min() + 1e-6)
+            experiment.add_image(f"examples/{name}", image, self.global_step)
+
+    def _log_task_metrics(self, stage: str) -> None:
+        tasks = self._tasks()
+        if not tasks or self.trainer.sanity_checking:
+            for task in tasks:
+                task.metric.reset()
+            return
+        rows = []
+        for task in tasks:
+            value = float(task.metric.compute())
+            task.metric.reset()
+            self.log(f"{stage}/{task.name}", value, sync_dist=False)
+            rows.append((task.name, type(task.metric).__name__, task.num_shots, value))
+        self.evaluation_results = {name: value for name, _, _, value in rows}
+        width = max(len(name) for name, *_ in rows)
+        lines = [f"{'task':<{width}}  {'metric':<24} shots   score", "-" * (width + 42)]
+        lines += [f"{name:<{width}}  {metric:<24} {shots:>5}  {value:7.4f}" for name, metric, shots, value in rows]
+        rank_zero_info("\n".join(lines))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Greedy answers for left-padded prompts."""
@@ -158,10 +222,10 @@ class VLMModule(L.LightningModule):
             batch.get("patch_mask"),
             max_new_tokens=self.max_new_tokens,
         )
-        texts = self.vlm.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        texts = decode(generated, self.vlm.tokenizer)
         records = []
         for i, text in enumerate(texts):
-            record = {"prediction": text.strip()}
+            record = {"prediction": text}
             for key in ("question", "answer", "task"):
                 if key in batch:
                     record[key] = batch[key][i]

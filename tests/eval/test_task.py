@@ -1,0 +1,69 @@
+import logging
+
+import lightning as L
+import pytest
+import torch
+from torchmetrics import Metric
+
+from vlmkit.data.synthetic import SyntheticVQADataset
+from vlmkit.eval.sample import EvalSample
+from vlmkit.eval.task import EvalTask, EvaluationDataModule
+from vlmkit.training import VLMModule
+
+
+def read_synthetic(num_samples: int = 6, seed: int = 5) -> list[EvalSample]:
+    data = SyntheticVQADataset(num_samples, seed, ["color", "shape"], 16, 40, 1)
+    return [EvalSample(str(i), (s.image,), s.question, (s.answer,), task=s.task) for i, s in enumerate(data)]
+
+
+class Match(Metric):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("hits", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.seen: list[str] = []
+
+    def update(self, predictions, references) -> None:
+        self.seen.extend(predictions)
+        self.hits += sum(p in r for p, r in zip(predictions, references))
+        self.total += len(predictions)
+
+    def compute(self):
+        return self.hits / self.total
+
+
+def evaluate(tiny_vlm, batch_size: int):
+    tasks = [
+        EvalTask("synthetic_0shot", read_synthetic, Match(), prompt="raw", max_new_tokens=3),
+        EvalTask("synthetic_2shot", read_synthetic, Match(), prompt="open", num_shots=2, max_new_tokens=3),
+    ]
+    data = EvaluationDataModule(tasks, batch_size=batch_size, max_image_size=40, min_image_size=16)
+    module = VLMModule(tiny_vlm)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, datamodule=data)
+    return module, tasks
+
+
+def test_validate_scores_every_task_and_prints_a_table(tiny_vlm, caplog):
+    with caplog.at_level(logging.INFO):
+        module, tasks = evaluate(tiny_vlm, batch_size=3)
+    assert set(module.evaluation_results) == {"synthetic_0shot", "synthetic_2shot"}
+    assert all(0.0 <= v <= 1.0 for v in module.evaluation_results.values())
+    assert all(len(task.metric.seen) == 6 for task in tasks)  # every sample answered once
+    assert "synthetic_2shot  Match" in caplog.text and "shots" in caplog.text
+
+
+def test_batched_evaluation_equals_batch_size_one(tiny_vlm):
+    _, batched = evaluate(tiny_vlm, batch_size=4)
+    _, single = evaluate(tiny_vlm, batch_size=1)
+    for a, b in zip(batched, single):
+        assert a.metric.seen == b.metric.seen
+
+
+def test_task_arguments_are_checked():
+    with pytest.raises(ValueError, match="num_shots"):
+        EvalTask("x", read_synthetic, Match(), num_shots=-1)
+    with pytest.raises(ValueError, match="unique names"):
+        EvaluationDataModule([EvalTask("x", read_synthetic, Match())] * 2)
+    with pytest.raises(ValueError, match="returned no samples"):
+        EvalTask("empty", read_synthetic, Match(), reader_kwargs={"num_samples": 0}).load()

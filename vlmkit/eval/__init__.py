@@ -1,0 +1,1 @@
+"""Evaluation: prompts, few-shot composition, metrics and benchmark readers."""
