@@ -6,8 +6,9 @@ import torch
 from torchmetrics import Metric
 
 from vlmkit.data.synthetic import SyntheticVQADataset
+from vlmkit.eval.datamodule import EvaluationDataModule
 from vlmkit.eval.sample import EvalSample
-from vlmkit.eval.task import EvalTask, EvaluationDataModule
+from vlmkit.eval.task import EvalTask
 from vlmkit.training import VLMModule
 
 
@@ -67,3 +68,31 @@ def test_task_arguments_are_checked():
         EvaluationDataModule([EvalTask("x", read_synthetic, Match())] * 2)
     with pytest.raises(ValueError, match="returned no samples"):
         EvalTask("empty", read_synthetic, Match(), reader_kwargs={"num_samples": 0}).load()
+
+
+def test_fit_scores_tasks_beside_the_training_validation(tiny_vlm):
+    from tiny_models import build_tiny_vlm
+
+    from vlmkit.data import SyntheticVQADataModule
+    from vlmkit.eval.datamodule import TrainWithEvaluation
+
+    small = {"min_size": 16, "max_size": 40, "max_image_size": 40, "min_image_size": 16}
+    train = SyntheticVQADataModule(num_train=8, num_val=4, batch_size=4, **small)
+    tasks = [EvalTask("synthetic", read_synthetic, Match(), reader_kwargs={"num_samples": 3}, max_new_tokens=2)]
+    data = TrainWithEvaluation(train, EvaluationDataModule(tasks, batch_size=3, max_image_size=40, min_image_size=16))
+    module = VLMModule(build_tiny_vlm(train_language_model="full"))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        val_check_interval=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=data)
+    metrics = trainer.callback_metrics
+    assert "val/synthetic" in metrics and "val/majority_baseline" in metrics
+    assert any(key.startswith("val/accuracy") for key in metrics)
+    assert len(tasks[0].metric.seen) == 3

@@ -1,0 +1,122 @@
+"""Data modules for evaluation: tasks alone (``validate``/``test``), or beside training data (``fit``).
+
+``EvaluationDataModule`` serves one left-padded prompt dataloader per ``EvalTask``;
+``TrainWithEvaluation`` adds those dataloaders to a training data module's validation,
+so ``fit`` scores the benchmarks every ``val_check_interval`` steps (on small subsets
+via each reader's ``limit``).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from vlmkit.data.collate import VLMCollator
+from vlmkit.data.processor import VLMProcessor
+from vlmkit.eval.task import EvalTask, PromptDataset
+
+
+class EvaluationDataModule(L.LightningDataModule):
+    """Generation-based evaluation on a list of tasks, for ``vlmkit validate`` / ``vlmkit test``.
+
+    Args:
+        tasks: The evaluations, each with its own dataloader and metric.
+        batch_size: Prompts per batch (the paper evaluates with 1; batched greedy decoding with left
+            padding gives the same answers).
+        num_workers: DataLoader workers.
+        max_image_size: Processor cap on the longest side.
+        min_image_size: Processor target for the shortest side.
+        image_splitting: Split every image into 4 crops + itself (320 instead of 64 tokens in Idefics2).
+    """
+
+    def __init__(
+        self,
+        tasks: list[EvalTask],
+        batch_size: int = 1,
+        num_workers: int = 0,
+        max_image_size: int = 980,
+        min_image_size: int = 378,
+        image_splitting: bool = False,
+    ) -> None:
+        super().__init__()
+        names = [task.name for task in tasks]
+        if not tasks or len(set(names)) != len(names):
+            raise ValueError(f"tasks must be a non-empty list with unique names, got {names}")
+        self.tasks = list(tasks)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.max_image_size = max_image_size
+        self.min_image_size = min_image_size
+        self.image_splitting = image_splitting
+        self.processor: VLMProcessor | None = None
+        self.patch_size: int | None = None
+
+    def connect(self, model) -> None:
+        """Build the processor from ``model`` (done by ``setup`` under a Trainer)."""
+        self.processor = VLMProcessor.from_model(model, self.max_image_size, self.min_image_size)
+        self.patch_size = model.vision_encoder.patch_size
+
+    def setup(self, stage: str | None = None) -> None:
+        """Connect to the trainer's model when not connected yet."""
+        if self.processor is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            if module is None or not hasattr(module, "vlm"):
+                raise RuntimeError("EvaluationDataModule needs a model: call connect(vlm) or run under a Trainer")
+            self.connect(module.vlm)
+
+    def _loaders(self) -> list[DataLoader]:
+        if self.processor is None:
+            raise RuntimeError("call setup() or connect(vlm) before asking for dataloaders")
+        collate = VLMCollator(self.processor.tokenizer.pad_token_id, self.patch_size, padding_side="left")
+        return [
+            DataLoader(
+                PromptDataset(task, i, self.processor, self.image_splitting),
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                collate_fn=collate,
+            )
+            for i, task in enumerate(self.tasks)
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """One dataloader per task."""
+        return self._loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """One dataloader per task."""
+        return self._loaders()
+
+
+class TrainWithEvaluation(L.LightningDataModule):
+    """Train on one data module and validate on its validation data plus evaluation tasks.
+
+    Args:
+        data: The training data module (its validation loader stays the first one).
+        evaluation: The tasks scored by generation at every validation.
+    """
+
+    def __init__(self, data: L.LightningDataModule, evaluation: EvaluationDataModule) -> None:
+        super().__init__()
+        self.data = data
+        self.evaluation = evaluation
+        if hasattr(data, "majority_baseline"):
+            self.majority_baseline = data.majority_baseline
+
+    @property
+    def tasks(self) -> list[EvalTask]:
+        """The evaluation tasks (``VLMModule`` finds their metrics here)."""
+        return self.evaluation.tasks
+
+    def setup(self, stage: str | None = None) -> None:
+        """Set up both modules against the same trainer."""
+        for module in (self.data, self.evaluation):
+            module.trainer = self.trainer
+            module.setup(stage)
+
+    def train_dataloader(self):
+        """The training data."""
+        return self.data.train_dataloader()
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """The training data's validation loader, then one loader per task."""
+        return [self.data.val_dataloader(), *self.evaluation.val_dataloader()]
