@@ -1,0 +1,139 @@
+"""Helpers shared by the benchmark readers: file checks, key look-ups, missing-image policy.
+
+Every error names the file it comes from; key errors also name the record (index and id) and the key,
+so a broken download is found without a debugger. Images are returned as paths and never opened here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+StrPath = str | os.PathLike
+"""A file or directory path."""
+
+
+def existing_file(path: StrPath, what: str = "file") -> Path:
+    """``path`` as a ``Path``; raises ``FileNotFoundError`` naming it if it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def existing_dir(path: StrPath, what: str = "directory") -> Path:
+    """``path`` as a ``Path``; raises ``FileNotFoundError`` naming it if it is not a directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def read_json(path: StrPath, what: str = "annotation file") -> Any:
+    """Parse a JSON file; a missing file raises ``FileNotFoundError``, bad JSON ``ValueError``, both naming it."""
+    path = existing_file(path, what)
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from err
+
+
+def require(record: Any, key: str, source: Path, where: str) -> Any:
+    """``record[key]``, or a ``ValueError`` naming ``source``, the record (``where``) and the key."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{source}: {where} is a {type(record).__name__}, expected a JSON object")
+    if key not in record:
+        raise ValueError(f"{source}: {where} has no key {key!r}")
+    return record[key]
+
+
+def strings(record: Any, key: str, source: Path, where: str) -> tuple[str, ...]:
+    """``record[key]`` as a tuple of strings; ``ValueError`` if the key is missing or not a list."""
+    value = require(record, key, source, where)
+    if not isinstance(value, list):
+        raise ValueError(f"{source}: {where} has {key!r} of type {type(value).__name__}, expected a list")
+    return tuple(str(v) for v in value)
+
+
+def records(data: Any, key: str, source: Path) -> list:
+    """The list under ``data[key]`` (e.g. ``"questions"``), or a ``ValueError`` naming the file and key."""
+    value = require(data, key, source, "the top-level object")
+    if not isinstance(value, list):
+        raise ValueError(f"{source}: {key!r} is a {type(value).__name__}, expected a list")
+    return value
+
+
+def check_limit(limit: int | None) -> None:
+    """Raise ``ValueError`` unless ``limit`` is ``None`` or a non-negative integer."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be None or >= 0, got {limit}")
+
+
+def full(samples: list, limit: int | None) -> bool:
+    """Whether ``samples`` already holds ``limit`` items."""
+    return limit is not None and len(samples) >= limit
+
+
+def open_image_bytes(data: bytes, source: Path, where: str) -> Image.Image:
+    """A lazily decoded PIL image from encoded bytes (JPEG, PNG, ...); ``ValueError`` if unreadable."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{source}: {where} holds image bytes that cannot be decoded: {err}") from err
+
+
+def open_image_base64(encoded: str, source: Path, where: str) -> Image.Image:
+    """A lazily decoded PIL image from base64 text; ``ValueError`` if it is not base64 or not an image."""
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except binascii.Error as err:
+        raise ValueError(f"{source}: {where} is not base64: {err}") from err
+    return open_image_bytes(data, source, where)
+
+
+class MissingImages:
+    """What to do with a question whose image file is missing: raise, or skip it and count it.
+
+    Args:
+        source: The annotation file the questions come from (named in messages).
+        skip: Skip such questions (and log how many at the end) instead of raising.
+        logger: The reader module's logger.
+    """
+
+    def __init__(self, source: Path, skip: bool, logger: logging.Logger) -> None:
+        self.source, self.skip, self.logger = source, skip, logger
+        self.count = 0
+        self.first: Path | None = None
+
+    def found(self, path: Path, where: str) -> bool:
+        """True if ``path`` is a file; otherwise count it (``skip``) or raise ``FileNotFoundError``."""
+        if path.is_file():
+            return True
+        if not self.skip:
+            raise FileNotFoundError(
+                f"image file not found: {path} (for {where} of {self.source}); "
+                "pass skip_missing_images=True to skip such questions"
+            )
+        self.count += 1
+        self.first = self.first or path
+        return False
+
+    def report(self) -> None:
+        """Log a warning with the number of skipped questions, if any."""
+        if self.count:
+            self.logger.warning(
+                "%s: skipped %d question(s) whose image file is missing (first: %s)",
+                self.source,
+                self.count,
+                self.first,
+            )

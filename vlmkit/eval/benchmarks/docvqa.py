@@ -1,0 +1,86 @@
+"""Reader for DocVQA (single-page document VQA), from the files as published.
+
+DocVQA task 1 (https://rrc.cvc.uab.es/?ch=17, "Single Document VQA"; ``val.tar.gz`` unpacks to ``val/``):
+``val_v1.0.json`` (``train_v1.0.json``, ...) with ``{"dataset_name": "docvqa", "dataset_split": "val",
+"data": [{"questionId": 49153, "question": "What is the ...?", "image": "documents/pybv0228_81.png",
+"docId": 14465, "answers": ["0.28"], ...}, ...]}``; ``image`` is relative to the directory holding the JSON,
+so ``image_dir`` is that directory (``val/``). A flat directory of the page images also works.
+
+Design: one ``EvalSample`` per question with all accepted answers (ANLS takes the best match).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePosixPath
+
+from vlmkit.eval.benchmarks._common import (
+    MissingImages,
+    StrPath,
+    check_limit,
+    existing_dir,
+    full,
+    read_json,
+    records,
+    require,
+    strings,
+)
+from vlmkit.eval.sample import EvalSample
+
+logger = logging.getLogger(__name__)
+
+
+def load_docvqa(
+    annotations_file: StrPath,
+    image_dir: StrPath,
+    limit: int | None = None,
+    skip_missing_images: bool = False,
+) -> list[EvalSample]:
+    """Read DocVQA questions with their answers (task ``"docvqa"``).
+
+    Args:
+        annotations_file: ``{split}_v1.0.json`` (train or val; the test file has no answers).
+        image_dir: The directory that ``image`` paths (``documents/xyz.png``) are relative to.
+        limit: Read at most this many questions, in file order.
+        skip_missing_images: Skip questions whose page image is missing (logging how many) instead of raising.
+
+    Returns:
+        One sample per question: ``id`` is ``questionId``, ``answers`` the accepted answers, ``images`` the
+        page image path; ``extra`` has ``doc_id`` and ``question_types`` where the file gives them.
+
+    Raises:
+        FileNotFoundError: If the file or directory is missing, or an image is (unless skipped).
+        ValueError: If a record lacks a key (the message names file, record and key).
+    """
+    check_limit(limit)
+    source = Path(annotations_file)
+    items = records(read_json(source), "data", source)
+    image_dir = existing_dir(image_dir, "image directory")
+    missing = MissingImages(source, skip_missing_images, logger)
+    samples: list[EvalSample] = []
+    for i, item in enumerate(items):
+        if full(samples, limit):
+            break
+        question_id = require(item, "questionId", source, f"record {i}")
+        where = f"record {i} (questionId {question_id})"
+        relative = PurePosixPath(str(require(item, "image", source, where)))
+        path = image_dir / relative
+        if not path.is_file() and (image_dir / relative.name).is_file():
+            path = image_dir / relative.name  # a flat directory of page images
+        if not missing.found(path, where):
+            continue
+        extra = {"doc_id": item["docId"]} if "docId" in item else {}
+        if "question_types" in item:
+            extra["question_types"] = item["question_types"]
+        samples.append(
+            EvalSample(
+                id=str(question_id),
+                images=(path,),
+                question=str(require(item, "question", source, where)),
+                answers=strings(item, "answers", source, where),
+                task="docvqa",
+                extra=extra,
+            )
+        )
+    missing.report()
+    return samples
