@@ -51,6 +51,11 @@ class EvaluationDataModule(L.LightningDataModule):
         self.processor: VLMProcessor | None = None
         self.patch_size: int | None = None
 
+    @property
+    def evaluation_tasks(self) -> list[EvalTask]:
+        """The tasks, in dataloader order (``VLMModule`` finds their metrics here)."""
+        return self.tasks
+
     def connect(self, model) -> None:
         """Build the processor from ``model`` (done by ``setup`` under a Trainer)."""
         self.processor = VLMProcessor.from_model(model, self.max_image_size, self.min_image_size)
@@ -103,7 +108,7 @@ class TrainWithEvaluation(L.LightningDataModule):
             self.majority_baseline = data.majority_baseline
 
     @property
-    def tasks(self) -> list[EvalTask]:
+    def evaluation_tasks(self) -> list[EvalTask]:
         """The evaluation tasks (``VLMModule`` finds their metrics here)."""
         return self.evaluation.tasks
 

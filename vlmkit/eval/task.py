@@ -8,6 +8,7 @@ in-context shots; ``PromptDataset`` renders its samples (with their shots) as pr
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -18,14 +19,15 @@ from vlmkit.eval.prompts import PromptStyle, build_prompt, select_shots
 from vlmkit.eval.sample import EvalSample
 
 
+@dataclass
 class EvalTask:
     """One scored evaluation.
 
-    Args:
+    Attributes:
         name: Name in logs and in the results table (e.g. ``textvqa_0shot``).
         reader: Function returning the evaluated samples (e.g. ``vlmkit.eval.benchmarks.load_textvqa``).
-        reader_kwargs: Keyword arguments of ``reader`` (file paths, split, ``limit``).
         metric: The metric; ``update(predictions, references)``, or with ``choices`` for multiple choice.
+        reader_kwargs: Keyword arguments of ``reader`` (file paths, split, ``limit``).
         prompt: Prompt style (appendix A.3.1): ``open``, ``multiple_choice``, ``caption`` or ``raw``.
         num_shots: In-context support examples before each query (the paper: 8 for base models).
         support_kwargs: ``reader`` arguments of the support set (default: ``reader_kwargs``; a query is
@@ -35,31 +37,20 @@ class EvalTask:
         max_new_tokens: Generation budget per answer.
     """
 
-    def __init__(
-        self,
-        name: str,
-        reader: Callable[..., list[EvalSample]],
-        metric: Metric,
-        reader_kwargs: dict[str, Any] | None = None,
-        prompt: PromptStyle = "open",
-        num_shots: int = 0,
-        support_kwargs: dict[str, Any] | None = None,
-        shot_seed: int = 0,
-        chat: bool = True,
-        max_new_tokens: int = 16,
-    ) -> None:
-        if num_shots < 0:
-            raise ValueError(f"task {name!r}: num_shots must be >= 0, got {num_shots}")
-        self.name = name
-        self.reader = reader
-        self.metric = metric
-        self.reader_kwargs = dict(reader_kwargs or {})
-        self.prompt = prompt
-        self.num_shots = num_shots
-        self.support_kwargs = support_kwargs
-        self.shot_seed = shot_seed
-        self.chat = chat
-        self.max_new_tokens = max_new_tokens
+    name: str
+    reader: Callable[..., list[EvalSample]]
+    metric: Metric
+    reader_kwargs: dict[str, Any] = field(default_factory=dict)
+    prompt: PromptStyle = "open"
+    num_shots: int = 0
+    support_kwargs: dict[str, Any] | None = None
+    shot_seed: int = 0
+    chat: bool = True
+    max_new_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        if self.num_shots < 0:
+            raise ValueError(f"task {self.name!r}: num_shots must be >= 0, got {self.num_shots}")
 
     def load(self) -> tuple[list[EvalSample], list[EvalSample]]:
         """The samples and the support set."""

@@ -161,7 +161,7 @@ class VLMModule(L.LightningModule):
         self._log_task_metrics("test")
 
     def _tasks(self) -> list:
-        return list(getattr(getattr(self.trainer, "datamodule", None), "tasks", None) or [])
+        return list(getattr(getattr(self.trainer, "datamodule", None), "evaluation_tasks", None) or [])
 
     def _score_generations(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Generate answers for an evaluation-task batch and update that task's metric."""

@@ -1,0 +1,160 @@
+"""VQA accuracy with the official answer normalisation (VQAv2, TextVQA, VizWiz; paper Table 15).
+
+Normalisation is a line-by-line port of ``vqaEval.py`` in the VQA API (``GT-Vision-Lab/VQA`` master), quirks
+included. Unlike that script, references are normalised exactly like predictions (VQA's references come
+normalised already; TextVQA's raw ones do not), as MMF's TextVQA evaluator (``m4c_evaluator.py``) does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from vlmkit.eval.metrics._common import reference_lists
+
+__all__ = ["VQAAccuracy", "normalize_vqa_answer", "vqa_accuracy"]
+
+#: ``contractions`` of ``vqaEval.py``, verbatim (the capitalised keys can never match: words are lower-cased first).
+CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't", "dont": "don't",
+    "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't", "havent": "haven't",
+    "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd", "howll": "how'll",
+    "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've", "isnt": "isn't", "itd": "it'd",
+    "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's", "maam": "ma'am", "mightnt": "mightn't",
+    "mightnt've": "mightn't've", "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't",
+    "mustve": "must've", "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've",
+    "she'dve": "she'd've", "she's": "she's", "shouldve": "should've", "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've", "somebodyll": "somebody'll",
+    "somebodys": "somebody's", "someoned": "someone'd", "someoned've": "someone'd've", "someone'dve": "someone'd've",
+    "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
+    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's", "thered": "there'd",
+    "thered've": "there'd've", "there'dve": "there'd've", "therere": "there're", "theres": "there's", "theyd": "they'd",
+    "theyd've": "they'd've", "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've",
+    "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't",
+    "whatll": "what'll", "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's",
+    "whered": "where'd", "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll", "whyre": "why're",
+    "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", "youd": "you'd",
+    "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're", "youve": "you've",
+}  # fmt: skip
+#: ``manualMap`` of ``vqaEval.py``: number words to digits.
+MANUAL_MAP = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}  # fmt: skip
+ARTICLES = frozenset(["a", "an", "the"])
+PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+# The official pattern, typo included: "(?!<=\d)" is a look-ahead, so it strips every period not followed by a digit.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
+
+
+def _process_punctuation(text: str) -> str:
+    """``VQAEval.processPunctuation``: drop (next to a space, or if a digit comma digit occurs) or blank out marks."""
+    out = text
+    strip_all = _COMMA_STRIP.search(text) is not None
+    for mark in PUNCTUATION:
+        out = out.replace(mark, "" if strip_all or mark + " " in text or " " + mark in text else " ")
+    # The official call passes re.UNICODE (= 32) where ``count`` goes: at most 32 periods are removed.
+    return _PERIOD_STRIP.sub("", out, count=re.UNICODE)
+
+
+def _process_digit_article(text: str) -> str:
+    """``VQAEval.processDigitArticle``: lower-case, number words to digits, drop articles, restore contractions."""
+    words = [MANUAL_MAP.get(word, word) for word in text.lower().split()]
+    return " ".join(CONTRACTIONS.get(word, word) for word in words if word not in ARTICLES)
+
+
+def normalize_vqa_answer(text: str) -> str:
+    """Normalise an answer as the official VQA evaluation does.
+
+    Steps of ``vqaEval.py`` (Antol et al., 2015, "VQA: Visual Question Answering"; Goyal et al., 2017):
+    newlines and tabs become spaces; punctuation is removed (or replaced by a space when not next to one;
+    all of it is removed if the text has a digit-comma-digit); periods not followed by a digit are
+    stripped; then lower-case, number words to digits (``two`` -> ``2``), articles dropped, and
+    contractions written without apostrophe restored (``dont`` -> ``don't``).
+
+    Args:
+        text: A predicted or reference answer.
+
+    Returns:
+        The normalised answer.
+
+    Example:
+        >>> normalize_vqa_answer("Two dogs.")
+        '2 dogs'
+    """
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return _process_digit_article(_process_punctuation(text))
+
+
+def vqa_accuracy(prediction: str, references: Sequence[str]) -> float:
+    """VQA accuracy of one answer: ``min(#humans that said it / 3, 1)``, averaged over leave-one-out subsets.
+
+    For each reference, the other references are the "humans"; the per-subset accuracies are averaged
+    (``vqaEval.py``). With ten references this is 0.3, 0.6, 0.9, 1.0 for 1, 2, 3, 4+ matches; fewer
+    references use the same formula.
+
+    Args:
+        prediction: The generated answer.
+        references: The human answers (ten in VQAv2/TextVQA).
+
+    Returns:
+        The accuracy in ``[0, 1]``.
+
+    Raises:
+        ValueError: If there are no references.
+    """
+    if not references:
+        raise ValueError("vqa_accuracy needs at least one reference")
+    answer = normalize_vqa_answer(prediction)
+    hits = [normalize_vqa_answer(ref) == answer for ref in references]
+    matches = sum(hits)
+    return sum(min(1.0, (matches - hit) / 3) for hit in hits) / len(hits)
+
+
+class VQAAccuracy(Metric):
+    """Mean VQA accuracy over questions (VQAv2, TextVQA, VizWiz; Antol et al., 2015).
+
+    Each question scores :func:`vqa_accuracy` of its normalised answer against its normalised human
+    answers; the metric is the mean over questions, synced across ranks as a sum and a count.
+
+    Example:
+        >>> metric = VQAAccuracy()
+        >>> metric.update(["Two"], [["2"] * 10])
+        >>> float(metric.compute())
+        1.0
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("score", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
+        """Score a batch.
+
+        Args:
+            predictions: One generated answer per question.
+            references: The human answers of each question.
+        """
+        refs = reference_lists(predictions, references)
+        self.score += sum(vqa_accuracy(pred, ref) for pred, ref in zip(predictions, refs))
+        self.total += len(refs)
+
+    def compute(self) -> Tensor:
+        """The mean accuracy in ``[0, 1]`` (0 before any update)."""
+        return self.score / self.total.clamp(min=1)
