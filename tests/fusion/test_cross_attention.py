@@ -1,0 +1,161 @@
+import functools
+
+import pytest
+import torch
+from PIL import Image
+from tiny_models import build_tiny_vlm
+
+from vlmkit.connectors import PerceiverResampler
+from vlmkit.data import VLMCollator, VLMProcessor
+from vlmkit.fusion import CrossAttentionFusion
+from vlmkit.text import Turn
+
+CONNECTOR = functools.partial(
+    PerceiverResampler, num_latents=3, depth=1, num_heads=2, head_dim=16, num_key_value_heads=1
+)
+
+
+def build(media_masking="preceding", open_gates=False):
+    vlm = build_tiny_vlm(
+        connector=CONNECTOR, fusion=CrossAttentionFusion(every_n_layers=1, num_heads=4, media_masking=media_masking)
+    ).eval()
+    if open_gates:
+        with torch.no_grad():
+            for block in vlm.fusion.blocks:
+                block.attn_gate.fill_(1.0)
+                block.ff_gate.fill_(1.0)
+    return vlm
+
+
+def batch_for(vlm, images):
+    processor = VLMProcessor.from_model(vlm, max_image_size=32, min_image_size=16)
+    turns = [
+        Turn("user", ["before", {"type": "image"}, "middle", {"type": "image"}, "after?"]),
+        Turn("assistant", ["ok"]),
+    ]
+    return VLMCollator(vlm.tokenizer.pad_token_id, 8)([processor(images, turns)])
+
+
+IMAGES = [Image.new("RGB", (24, 16), (200, 0, 0)), Image.new("RGB", (16, 32), (0, 0, 200))]
+
+
+def logits(vlm, batch, pixel_values=None):
+    pixels = batch["pixel_values"] if pixel_values is None else pixel_values
+    return vlm(batch["input_ids"], batch["attention_mask"], pixels, batch["patch_mask"]).logits[0]
+
+
+def test_closed_gates_give_exactly_the_language_model():
+    vlm = build()
+    batch = batch_for(vlm, IMAGES)
+    assert int((batch["input_ids"] == vlm.image_token_id).sum()) == 2  # one marker per image
+    plain = vlm.language_model(inputs_embeds=vlm.language_model.get_input_embeddings()(batch["input_ids"])).logits[0]
+    assert torch.equal(logits(vlm, batch), plain)
+
+
+@pytest.mark.parametrize("mode", ["preceding", "all_preceding"])
+def test_media_masking(mode):
+    """What each text token reads through cross-attention (the first block, before any self-attention)."""
+    vlm = build(mode, open_gates=True)
+    batch = batch_for(vlm, IMAGES)
+    markers = (batch["input_ids"][0] == vlm.image_token_id).nonzero().flatten().tolist()
+    seen = []
+    handle = vlm.fusion.blocks[0].register_forward_hook(lambda module, args, out: seen.append(out[0].detach()))
+    changed_second = batch["pixel_values"].clone()
+    changed_second[1] = torch.randn_like(changed_second[1])
+    changed_first = batch["pixel_values"].clone()
+    changed_first[0] = torch.randn_like(changed_first[0])
+    full_logits = [logits(vlm, batch, pixels) for pixels in (None, changed_second, changed_first)]
+    handle.remove()
+    base, second, first = seen
+    before, between, after = slice(None, markers[0]), slice(markers[0], markers[1]), slice(markers[1], None)
+    for other in (second, first):  # text before the first image reads nothing: unchanged
+        assert torch.equal(base[before], other[before])
+        assert torch.equal(full_logits[0][before], full_logits[1][before])
+    assert not torch.allclose(base[after], second[after], atol=1e-4)  # text after image 2 reads image 2
+    assert torch.equal(base[between], second[between])  # text between the images does not read image 2
+    assert not torch.allclose(base[between], first[between], atol=1e-4)  # ... but image 1
+    if mode == "preceding":
+        assert torch.equal(base[after], first[after])  # only the image just before it
+    else:
+        assert not torch.allclose(base[after], first[after], atol=1e-4)  # every image before it
+    assert not torch.allclose(full_logits[0][after], full_logits[1][after], atol=1e-4)
+
+
+def test_language_model_keys_are_kept_and_blocks_get_their_own():
+    from tiny_models import TINY_LM
+
+    from vlmkit.llm import TransformersCausalLM
+
+    torch.manual_seed(0)
+    original = TransformersCausalLM(config=TINY_LM, tokenizer="synthetic").state_dict()
+    vlm = build()
+    state = vlm.state_dict()
+    lm_state = {k[len("language_model.") :]: v for k, v in state.items() if k.startswith("language_model.")}
+    assert set(lm_state) == set(original)
+    fusion_keys = {k for k in state if k.startswith("fusion.blocks.")}
+    assert len(vlm.fusion.blocks) == 2 and any(k.endswith("attn_gate") for k in fusion_keys)
+    reloaded = build()
+    reloaded.load_state_dict(state)
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in state.items())
+
+
+def test_cached_generation_equals_uncached_loop():
+    vlm = build(open_gates=True)
+    processor = VLMProcessor.from_model(vlm, max_image_size=32, min_image_size=16)
+    items = [
+        processor([IMAGES[i]], [Turn("user", [{"type": "image"}, "q" * (i + 1)])], add_generation_prompt=True)
+        for i in range(2)
+    ]
+    batch = VLMCollator(vlm.tokenizer.pad_token_id, 8, padding_side="left")(items)
+    generated = vlm.generate(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["pixel_values"],
+        batch["patch_mask"],
+        max_new_tokens=4,
+        stop_token_ids=[],
+    )
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    for _ in range(4):
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        step = vlm(ids, mask, batch["pixel_values"], batch["patch_mask"], position_ids=position_ids).logits
+        ids = torch.cat([ids, step[:, -1].argmax(-1, keepdim=True)], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    assert torch.equal(generated, ids[:, -4:])
+
+
+def test_marker_count_mismatch_and_bad_arguments():
+    vlm = build()
+    batch = batch_for(vlm, IMAGES)
+    with pytest.raises(ValueError, match="2 image placeholder tokens but the 1 images need 1"):
+        vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"][:1], batch["patch_mask"][:1])
+    with pytest.raises(ValueError, match="every_n_layers"):
+        CrossAttentionFusion(every_n_layers=0)
+    with pytest.raises(ValueError, match="media_masking"):
+        CrossAttentionFusion(media_masking="next")
+
+
+@pytest.mark.integration
+def test_trains_through_the_cli(tmp_path):
+    from pathlib import Path
+
+    from vlmkit.cli import build_cli
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    cli = build_cli(
+        [
+            "fit",
+            "--config",
+            str(root / "quickstart.yaml"),
+            "--config",
+            str(root / "fusion" / "cross_attention.yaml"),
+            "--trainer.max_steps=3",
+            "--data.init_args.num_train=12",
+            "--data.init_args.num_val=4",
+            "--data.init_args.batch_size=4",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    gates = [float(block.attn_gate) for block in cli.model.vlm.fusion.blocks]
+    assert cli.trainer.global_step == 3 and all(g != 0.0 for g in gates)  # the new blocks trained
