@@ -2,7 +2,7 @@ import functools
 
 import pytest
 import torch
-from tiny_models import build_tiny_vlm
+from tiny_models import build_tiny_vlm, uncached_greedy
 
 from vlmkit.connectors import LinearProjection, MappingNetwork, MLPProjection, PerceiverResampler
 from vlmkit.data import SyntheticVQADataModule
@@ -126,13 +126,7 @@ def test_cached_greedy_generation_equals_uncached_argmax_loop(tiny_vlm, prompts)
         stop_token_ids=[],
     )
     assert generated.shape == (3, 4)
-    ids, mask = prompts["input_ids"], prompts["attention_mask"]
-    for _ in range(4):
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = tiny_vlm(ids, mask, prompts["pixel_values"], prompts["patch_mask"], position_ids=position_ids).logits
-        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    assert torch.equal(generated, ids[:, -4:])
+    assert torch.equal(generated, uncached_greedy(tiny_vlm, prompts, 4))
 
 
 def test_batched_generation_equals_one_by_one(tiny_vlm, prompts):

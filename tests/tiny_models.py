@@ -45,3 +45,14 @@ def build_tiny_vlm(connector=None, seed: int = 0, **kwargs):
         TransformersCausalLM(config=TINY_LM, tokenizer="synthetic"),
         **kwargs,
     )
+
+
+def uncached_greedy(vlm, batch, steps: int) -> torch.Tensor:
+    """Reference decoding: re-run the whole left-padded sequence for every new token ``[b, steps]``."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    for _ in range(steps):
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = vlm(ids, mask, batch["pixel_values"], batch["patch_mask"], position_ids=position_ids).logits
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    return ids[:, -steps:]

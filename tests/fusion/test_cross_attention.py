@@ -3,7 +3,7 @@ import functools
 import pytest
 import torch
 from PIL import Image
-from tiny_models import build_tiny_vlm
+from tiny_models import build_tiny_vlm, uncached_greedy
 
 from vlmkit.connectors import PerceiverResampler
 from vlmkit.data import VLMCollator, VLMProcessor
@@ -115,13 +115,7 @@ def test_cached_generation_equals_uncached_loop():
         max_new_tokens=4,
         stop_token_ids=[],
     )
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    for _ in range(4):
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        step = vlm(ids, mask, batch["pixel_values"], batch["patch_mask"], position_ids=position_ids).logits
-        ids = torch.cat([ids, step[:, -1].argmax(-1, keepdim=True)], 1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    assert torch.equal(generated, ids[:, -4:])
+    assert torch.equal(generated, uncached_greedy(vlm, batch, 4))
 
 
 def test_marker_count_mismatch_and_bad_arguments():

@@ -160,21 +160,25 @@ class VLMModule(L.LightningModule):
         """Log task metrics and print the results table."""
         self._log_task_metrics("test")
 
+    def _answer(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
+        """Greedy answers to a batch of left-padded prompts, cut at the paper's stop words."""
+        generated = self.vlm.generate(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("pixel_values"),
+            batch.get("patch_mask"),
+            max_new_tokens=max_new_tokens,
+            stop_strings=PAPER_STOP_STRINGS,
+        )
+        return decode(generated, self.vlm.tokenizer)
+
     def _tasks(self) -> list:
         return list(getattr(getattr(self.trainer, "datamodule", None), "evaluation_tasks", None) or [])
 
     def _score_generations(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Generate answers for an evaluation-task batch and update that task's metric."""
         task = self._tasks()[batch["task_index"][0]]
-        generated = self.vlm.generate(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch.get("pixel_values"),
-            batch.get("patch_mask"),
-            max_new_tokens=task.max_new_tokens,
-            stop_strings=PAPER_STOP_STRINGS,
-        )
-        predictions = decode(generated, self.vlm.tokenizer)
+        predictions = self._answer(batch, task.max_new_tokens)
         task.update(predictions, batch["references"], batch["choices"])
         if batch_idx == 0:
             self._log_examples(task.name, batch, predictions)
@@ -215,14 +219,7 @@ class VLMModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Greedy answers for left-padded prompts."""
-        generated = self.vlm.generate(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch.get("pixel_values"),
-            batch.get("patch_mask"),
-            max_new_tokens=self.max_new_tokens,
-        )
-        texts = decode(generated, self.vlm.tokenizer)
+        texts = self._answer(batch, self.max_new_tokens)
         records = []
         for i, text in enumerate(texts):
             record = {"prediction": text}
