@@ -78,6 +78,18 @@ class VisionLanguageModel(nn.Module):
         """The language model's tokenizer, with the image tokens."""
         return self.language_model.tokenizer
 
+    def block_classes(self) -> tuple[type[nn.Module], ...]:
+        """The repeated block classes of all parts (vision layers, connector layers, fusion blocks, decoder layers).
+
+        Sharding (FSDP) and activation-checkpointing policies are derived from these, never hard-coded per model.
+        """
+        classes: list[type[nn.Module]] = []
+        for part in (self.vision_encoder, self.connector, self.fusion, self.language_model):
+            block = getattr(part, "block_class", None)
+            if isinstance(block, type) and block not in classes:
+                classes.append(block)
+        return tuple(classes)
+
     def num_image_tokens(self, height: int, width: int) -> int:
         """Placeholder tokens the text must hold for one ``height x width`` image."""
         patch = self.vision_encoder.patch_size

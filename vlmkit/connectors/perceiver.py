@@ -208,6 +208,11 @@ class PerceiverResampler(nn.Module):
             latents = layer(latents, context, attn_mask)  # [n, l, out_dim]
         return self.norm(latents)  # [n, l, out_dim]
 
+    @property
+    def block_class(self) -> type[nn.Module]:
+        """The repeated perceiver layer class (for wrapping/checkpointing policies)."""
+        return PerceiverLayer
+
     def num_visual_tokens(self, num_patches: int) -> int:
         """Return ``num_latents``, whatever the number of patches."""
         return self.num_latents
