@@ -191,3 +191,51 @@ def test_interleaved_images_fill_their_own_placeholders(tiny_vlm):
     assert torch.allclose(base[0, :second_start], logits[0, :second_start], atol=1e-6)
     assert not torch.allclose(base[0, second_start:], logits[0, second_start:], atol=1e-4)
     assert torch.allclose(base[1], logits[1], atol=1e-6)  # the other sample is untouched
+
+
+def test_neftune_noises_training_forward_only(batch):
+    plain = build_tiny_vlm().train()
+    noisy = build_tiny_vlm(neftune_alpha=5.0).train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        reference = _run(plain, batch)
+        assert not torch.allclose(_run(noisy, batch), reference, atol=1e-4)
+        plain.eval(), noisy.eval()
+        torch.testing.assert_close(_run(noisy, batch), _run(plain, batch), rtol=0, atol=0)
+
+
+def test_neftune_noise_is_uniform_with_scale_alpha_over_sqrt_length_times_width():
+    from vlmkit.model import neftune
+
+    embeds = torch.zeros(2, 50, 16)
+    mask = torch.ones(2, 50, dtype=torch.long)
+    mask[1, :34] = 0  # second sample: 16 real tokens
+    torch.manual_seed(0)
+    noise = neftune(embeds, mask, alpha=5.0)
+    bound = 5.0 / torch.sqrt(torch.tensor([50.0 * 16, 16.0 * 16]))
+    peak = noise.abs().amax(dim=(1, 2))
+    assert torch.all(peak <= bound) and torch.all(peak > 0.95 * bound)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):
+    from vlmkit.training.module import answer_loss
+
+    results = []
+    for checkpointing in (False, True):
+        vlm = build_tiny_vlm(gradient_checkpointing=checkpointing, train_language_model="lora").train()
+        loss = answer_loss(_run(vlm, batch), batch["labels"])
+        loss.backward()
+        grads = {
+            n.replace("._checkpoint_wrapped_module", ""): p.grad.clone()
+            for n, p in vlm.named_parameters()
+            if p.grad is not None
+        }
+        results.append((vlm, loss.detach(), grads))
+    (plain, loss, grads), (wrapped, loss_ckpt, grads_ckpt) = results
+    assert set(plain.state_dict()) == set(wrapped.state_dict())  # checkpoint wrappers keep the keys
+    wrappers = sum("checkpoint" in type(m).__name__.lower() for m in wrapped.modules())
+    assert wrappers == 2 + 1 + 2  # vision layers, perceiver layer, decoder layers
+    torch.testing.assert_close(loss_ckpt, loss)
+    assert set(grads_ckpt) == set(grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, atol=1e-6, rtol=1e-5)

@@ -17,8 +17,8 @@ from torch import nn
 from vlmkit.data.token_budget import TokenBudget, token_budget
 from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
 from vlmkit.llm.transformers_lm import output_cache
-from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, IMAGE_TOKEN
-from vlmkit.trainability import Trainability, apply_trainability
+from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, IMAGE_TOKEN, VLM_SPECIAL_TOKENS
+from vlmkit.trainability import Trainability, apply_activation_checkpointing, apply_trainability
 
 ConnectorFactory = Callable[[int, int], nn.Module]
 """Builds a connector from ``(in_dim, out_dim)``; in YAML, a ``class_path`` plus ``init_args`` without the dims."""
@@ -35,9 +35,18 @@ class VisionLanguageModel(nn.Module):
         language_model: A causal LM that owns its tokenizer (a :class:`~vlmkit.interfaces.LanguageModel`).
         fusion: How visual tokens enter the LM (a :class:`~vlmkit.interfaces.Fusion`);
             fully autoregressive by default.
-        train_vision_encoder: ``"frozen"`` or ``"full"``.
-        train_language_model: ``"frozen"`` or ``"full"``. The connector and any fusion
-            blocks are new parameters and always train.
+        train_vision_encoder: ``"frozen"``, ``"full"``, ``"lora"``, ``"dora"`` or a
+            :class:`~vlmkit.adapters.LoRA` (paper Finding 3: LoRA on the backbones).
+        train_language_model: Same choices. Unless ``"full"``, the rows of the added
+            special tokens (``<fake_token_around_image>``, ``<image>``, ``<end_of_utterance>``)
+            in the input and output embeddings still train: they are new parameters.
+        train_fusion: Same choices for the fusion's own blocks (cross-attention); new
+            blocks train fully by default. The connector is new and always trains.
+        neftune_alpha: NEFTune (Jain et al. 2023; paper section 4.2): in training, add
+            uniform noise of scale ``alpha / sqrt(L * d)`` to the text embeddings
+            (``L`` = the sample's real length); 0 disables it. Eval is never noised.
+        gradient_checkpointing: Recompute the activations of every repeated block
+            (:meth:`block_classes`) in the backward pass instead of storing them.
 
     Example:
         >>> connector = functools.partial(PerceiverResampler, num_latents=64)
@@ -53,6 +62,9 @@ class VisionLanguageModel(nn.Module):
         fusion: nn.Module | None = None,
         train_vision_encoder: Trainability = "frozen",
         train_language_model: Trainability = "frozen",
+        train_fusion: Trainability = "full",
+        neftune_alpha: float = 0.0,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.vision_encoder = vision_encoder
@@ -63,9 +75,20 @@ class VisionLanguageModel(nn.Module):
             raise ValueError(f"connector in_dim={self.connector.in_dim} != vision encoder hidden_size={d_vision}")
         self.fusion = fusion if fusion is not None else FullyAutoregressiveFusion()
         self.fusion.bind(language_model, self.connector.out_dim)
-        apply_trainability(self.vision_encoder, train_vision_encoder, "train_vision_encoder")
-        apply_trainability(self.language_model, train_language_model, "train_language_model")
+        if neftune_alpha < 0:
+            raise ValueError(f"neftune_alpha must be >= 0, got {neftune_alpha}")
+        self.neftune_alpha = neftune_alpha
         tokenizer = language_model.tokenizer
+        apply_trainability(self.vision_encoder, train_vision_encoder, "train_vision_encoder")
+        apply_trainability(
+            self.language_model,
+            train_language_model,
+            "train_language_model",
+            trainable_tokens=_new_token_rows(language_model, tokenizer.convert_tokens_to_ids(list(VLM_SPECIAL_TOKENS))),
+        )
+        apply_trainability(self.fusion, train_fusion, "train_fusion")
+        if gradient_checkpointing:
+            apply_activation_checkpointing(self, self.block_classes())
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.stop_token_ids: tuple[int, ...] = tuple(
             t
@@ -154,6 +177,8 @@ class VisionLanguageModel(nn.Module):
         image_token_mask = input_ids == self.image_token_id  # [b, s]
         self._check_placeholders(image_token_mask, pixel_values, patch_mask)
         inputs_embeds = self.language_model.get_input_embeddings()(input_ids)  # [b, s, d_llm]
+        if self.training and self.neftune_alpha > 0:
+            inputs_embeds = neftune(inputs_embeds, attention_mask, self.neftune_alpha)
         visual_tokens, visual_mask = None, None
         if pixel_values is not None and pixel_values.shape[0] > 0:
             visual_tokens, visual_mask = self.encode_images(pixel_values, patch_mask)  # [n, v, d_llm]
@@ -271,6 +296,26 @@ class VisionLanguageModel(nn.Module):
             text = self.tokenizer.decode(generated[i], skip_special_tokens=True)
             hit[i] = any(stop in text for stop in stop_strings)
         return hit
+
+
+def neftune(embeds: torch.Tensor, attention_mask: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """NEFTune: ``embeds + U(-1, 1) * alpha / sqrt(L * d)`` with ``L`` each sample's real length ``[b, s, d]``."""
+    b, s, d = embeds.shape
+    lengths = attention_mask.sum(-1) if attention_mask is not None else torch.full((b,), s, device=embeds.device)
+    scale = alpha / torch.sqrt(lengths.clamp(min=1).to(embeds.dtype) * d)  # [b]
+    noise = torch.empty_like(embeds).uniform_(-1, 1)  # [b, s, d]
+    return embeds + noise * scale[:, None, None]
+
+
+def _new_token_rows(language_model: nn.Module, token_ids: list[int]) -> dict[str, list[int]]:
+    """Names (inside ``language_model``) of its input and output embeddings, mapped to the new tokens' rows."""
+    layers = [language_model.get_input_embeddings()]
+    hf_model = getattr(language_model, "model", None)
+    output = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
+    if output is not None and output.weight is not layers[0].weight:  # untied head: its rows are new too
+        layers.append(output)
+    names = {id(m): n for n, m in language_model.named_modules()}
+    return {names[id(layer)]: sorted(set(token_ids)) for layer in layers if id(layer) in names}
 
 
 def _next_token(

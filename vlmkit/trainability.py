@@ -1,4 +1,4 @@
-"""Trainability declared at composition: each part is ``frozen`` or ``full``.
+"""Trainability declared at composition: each part is ``frozen``, ``full``, or adapted (``lora``/``dora``).
 
 What trains is decided when the model is composed, never in the training loop;
 the optimizer later simply takes the parameters with ``requires_grad``.
@@ -10,19 +10,59 @@ from typing import Literal, get_args
 
 from torch import nn
 
-Trainability = Literal["frozen", "full"]
-"""How a pretrained part is trained: not at all, or every weight."""
+from vlmkit.adapters import LoRA, inject_lora, inject_trainable_tokens
+
+TrainabilityMode = Literal["frozen", "full", "lora", "dora"]
+"""How a pretrained part is trained: not at all, every weight, or through LoRA/DoRA adapters (default settings)."""
+
+Trainability = TrainabilityMode | LoRA
+"""A mode name, or a :class:`~vlmkit.adapters.LoRA` with explicit rank, alpha, dropout, targets."""
 
 
-def apply_trainability(module: nn.Module, mode: Trainability, argument: str) -> None:
-    """Set ``requires_grad`` on every parameter of ``module`` according to ``mode``.
+def apply_trainability(
+    module: nn.Module, mode: Trainability, argument: str, trainable_tokens: dict[str, list[int]] | None = None
+) -> None:
+    """Make ``module`` frozen, fully trainable, or adapted, in place.
+
+    Args:
+        module: A pretrained part.
+        mode: ``"frozen"``, ``"full"``, ``"lora"``, ``"dora"`` or a :class:`~vlmkit.adapters.LoRA`.
+        argument: The argument name, for error messages.
+        trainable_tokens: Embedding/output layer names of ``module`` mapped to rows that train even when the
+            rest is frozen or adapted (the VLM's new special tokens).
 
     Raises:
-        ValueError: Naming ``argument`` for an unknown mode.
+        ValueError: Naming ``argument`` for an unknown mode, or for full training of a quantized part.
     """
-    if mode not in get_args(Trainability):
-        raise ValueError(f"{argument}={mode!r}; expected one of {list(get_args(Trainability))}")
+    if mode == "lora":
+        mode = LoRA()
+    elif mode == "dora":
+        mode = LoRA(use_dora=True)
+    if isinstance(mode, LoRA):
+        inject_lora(module, mode, trainable_tokens)
+        return
+    if mode not in get_args(TrainabilityMode):
+        raise ValueError(f"{argument}={mode!r}; expected one of {list(get_args(TrainabilityMode))} or a LoRA")
+    if mode == "full" and getattr(module, "quantization", None):
+        raise ValueError(
+            f"{argument}='full' on a {module.quantization}-quantized part: quantized weights cannot be trained; "
+            "use 'lora'/'dora' (QLoRA) or 'frozen'"
+        )
     module.requires_grad_(mode == "full")
+    if mode == "frozen" and trainable_tokens:
+        inject_trainable_tokens(module, trainable_tokens)
+
+
+def apply_activation_checkpointing(model: nn.Module, block_classes: tuple[type[nn.Module], ...]) -> None:
+    """Wrap every instance of ``block_classes`` so its activations are recomputed in backward (non-reentrant).
+
+    State-dict keys are unchanged (torch's checkpoint wrapper strips its prefix).
+    """
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        apply_activation_checkpointing as wrap_blocks,
+    )
+
+    wrap_blocks(model, check_fn=lambda m: isinstance(m, block_classes))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmkit.quantization import Quantization, bitsandbytes_config
 from vlmkit.text.tokenizer import load_tokenizer
 
 
@@ -55,6 +56,11 @@ class TransformersCausalLM(nn.Module):
         torch_dtype: Weight dtype name (``"float32"``, ``"bfloat16"``); ``None`` keeps
             the checkpoint's dtype, or float32 for ``config``.
         attn_implementation: ``"sdpa"``, ``"eager"`` or ``"flash_attention_2"``.
+        quantization: Load the checkpoint's linear layers quantized by bitsandbytes (``"nf4"``,
+            ``"fp4"``, ``"int8"``) for QLoRA; needs ``name_or_path``. The part must then be
+            ``frozen`` or adapted (``lora``/``dora``).
+        compute_dtype: Dtype name of 4-bit matmuls and non-quantized weights when quantized
+            (``"bfloat16"`` on GPU; ``"float32"`` on CPU).
 
     Example:
         >>> lm = TransformersCausalLM(config={"model_type": "mistral", "hidden_size": 64, ...},
@@ -68,6 +74,8 @@ class TransformersCausalLM(nn.Module):
         tokenizer: str | None = None,
         torch_dtype: str | None = None,
         attn_implementation: str | None = "sdpa",
+        quantization: Quantization | None = None,
+        compute_dtype: str = "bfloat16",
     ) -> None:
         super().__init__()
         from transformers import AutoModelForCausalLM
@@ -76,11 +84,20 @@ class TransformersCausalLM(nn.Module):
             raise ValueError("give exactly one of name_or_path (a checkpoint) or config (random init)")
         if tokenizer is None and name_or_path is None:
             raise ValueError("tokenizer is required when the model is built from config (e.g. tokenizer='synthetic')")
+        if quantization is not None and name_or_path is None:
+            raise ValueError("quantization needs a checkpoint (name_or_path): weights are quantized as they load")
         dtype = _torch_dtype(torch_dtype)
+        self.quantization = quantization
         self.tokenizer = load_tokenizer(tokenizer or name_or_path)
         if name_or_path is not None:
+            extra = {}
+            if quantization is not None:
+                compute = _torch_dtype(compute_dtype)
+                config_ = bitsandbytes_config(quantization, compute, "language_model.quantization")
+                extra = {"quantization_config": config_}
+                dtype = dtype or compute
             self.model = AutoModelForCausalLM.from_pretrained(
-                name_or_path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False
+                name_or_path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False, **extra
             )
         else:
             hf_config = build_transformers_config(config, "language_model.config")

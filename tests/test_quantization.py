@@ -1,0 +1,94 @@
+import functools
+
+import bitsandbytes as bnb
+import pytest
+import torch
+from tiny_models import TINY_LM, TINY_SIGLIP
+from transformers import AutoModelForCausalLM
+
+from vlmkit.adapters import trainable_state_dict
+from vlmkit.connectors import MLPProjection
+from vlmkit.llm import TransformersCausalLM
+from vlmkit.llm.transformers_lm import build_transformers_config
+from vlmkit.model import VisionLanguageModel
+from vlmkit.quantization import bitsandbytes_config
+from vlmkit.training.module import answer_loss
+from vlmkit.vision import TransformersVisionEncoder
+
+
+@pytest.fixture(scope="module")
+def lm_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_lm")
+    AutoModelForCausalLM.from_config(build_transformers_config(TINY_LM)).save_pretrained(path)
+    return str(path)
+
+
+def _qlora_vlm(lm_path, quantization="nf4", mode="lora"):
+    torch.manual_seed(0)
+    lm = TransformersCausalLM(lm_path, tokenizer="synthetic", quantization=quantization, compute_dtype="float32")
+    return VisionLanguageModel(
+        TransformersVisionEncoder(config=TINY_SIGLIP),
+        functools.partial(MLPProjection),
+        lm,
+        train_language_model=mode,
+    )
+
+
+def _batch(vlm):
+    from vlmkit.data import SyntheticVQADataModule
+
+    dm = SyntheticVQADataModule(num_train=2, batch_size=2, min_size=16, max_size=32, max_image_size=32)
+    dm.connect(vlm)
+    return next(iter(dm.train_dataloader()))
+
+
+def test_qlora_step_changes_only_trainable_weights(lm_path):
+    vlm = _qlora_vlm(lm_path)
+    layer = vlm.language_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(layer.base_layer, bnb.nn.Linear4bit)
+    batch = _batch(vlm)
+    before = {k: v.clone() for k, v in vlm.state_dict().items() if isinstance(v, torch.Tensor)}
+    optimizer = torch.optim.AdamW([p for p in vlm.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        logits = vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["patch_mask"]).logits
+        answer_loss(logits, batch["labels"]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = vlm.state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert changed and changed <= set(trainable_state_dict(vlm))
+    assert any("lora_B" in k for k in changed)
+    assert not any(k.endswith("base_layer.weight") and "language_model" in k for k in changed)
+
+
+def test_4bit_linear_weights_take_an_eighth_of_fp32(lm_path):
+    full = TransformersCausalLM(lm_path, tokenizer="synthetic")
+    quantized = TransformersCausalLM(lm_path, tokenizer="synthetic", quantization="nf4", compute_dtype="float32")
+
+    def linear_bytes(model, cls):
+        layers = [m for m in model.modules() if isinstance(m, cls)]
+        return sum(p.numel() * p.element_size() for m in layers for p in m.parameters()), len(layers)
+
+    fp32_bytes, n_fp32 = linear_bytes(full.model.model.layers, torch.nn.Linear)
+    nf4_bytes, n_nf4 = linear_bytes(quantized.model.model.layers, bnb.nn.Linear4bit)
+    assert n_fp32 == n_nf4 == 14  # 7 projections per decoder layer, all quantized
+    assert nf4_bytes * 8 == fp32_bytes  # 4 bits instead of 32 (absmax statistics live outside the weights)
+    saving = full.model.get_memory_footprint() - quantized.model.get_memory_footprint()
+    assert saving >= 0.8 * (fp32_bytes - nf4_bytes)
+
+
+def test_quantized_parts_cannot_train_fully_and_need_a_checkpoint(lm_path):
+    with pytest.raises(ValueError, match="train_language_model='full' on a nf4-quantized part"):
+        _qlora_vlm(lm_path, mode="full")
+    with pytest.raises(ValueError, match="quantization needs a checkpoint"):
+        TransformersCausalLM(config=TINY_LM, tokenizer="synthetic", quantization="nf4")
+    with pytest.raises(ValueError, match="quantization='nf3'"):
+        bitsandbytes_config("nf3", torch.float32, "quantization")
+
+
+def test_int8_base_weights_load_for_lora(lm_path):
+    vlm = _qlora_vlm(lm_path, quantization="int8")
+    layer = vlm.language_model.model.model.layers[0].mlp.down_proj
+    assert isinstance(layer.base_layer, bnb.nn.Linear8bitLt)
+    assert layer.base_layer.weight.dtype == torch.int8

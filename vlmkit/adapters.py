@@ -1,0 +1,182 @@
+"""LoRA and DoRA adapters on pretrained parts, applied when the model is composed (peft underneath).
+
+Paper Finding 3 / Table 3: unfreezing the backbones under the fully autoregressive architecture diverges;
+LoRA on the backbones with full training of the new parameters is stable and better. Idefics2's instruction
+tuning uses DoRA. An adapter is declared per part (``train_language_model: lora``); the layers it wraps default
+to every linear layer inside the part's repeated blocks (attention and MLP projections), so no per-model name
+lists are needed. Adapters merge back into plain weights for export (:func:`merge_adapters`), or are saved alone
+(:func:`save_trainable`) and loaded onto a freshly composed model (:func:`load_trainable`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ALL_BLOCK_LINEAR = "all-block-linear"
+"""Default targets: every ``nn.Linear`` inside the part's repeated blocks (attention and MLP projections)."""
+ALL_LINEAR = "all-linear"
+"""Every ``nn.Linear`` of the part (output heads included)."""
+
+
+class LoRA:
+    """Low-rank adapters (Hu et al. 2021) or, with ``use_dora``, weight-decomposed ones (DoRA, Liu et al. 2024).
+
+    ``W x + (alpha / rank) * B A x`` with ``B = 0`` at init, so an adapted part starts exactly as the pretrained one.
+
+    Args:
+        rank: Rank ``r`` of ``A [r, in]`` and ``B [out, r]``.
+        alpha: Scale numerator; the update is scaled by ``alpha / rank``.
+        dropout: Dropout on the adapter's input.
+        target_modules: ``"all-block-linear"`` (linear layers inside the part's repeated blocks), ``"all-linear"``,
+            or module-name suffixes such as ``["q_proj", "v_proj"]``.
+        use_dora: Decompose into magnitude and direction (DoRA); Idefics2's instruction tuning uses it.
+
+    Example:
+        >>> VisionLanguageModel(encoder, connector, lm, train_language_model=LoRA(rank=16, alpha=32))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        rank: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.05,
+        target_modules: str | list[str] = ALL_BLOCK_LINEAR,
+        use_dora: bool = False,
+    ) -> None:
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.target_modules = target_modules
+        self.use_dora = use_dora
+
+    def __repr__(self) -> str:
+        kind = "DoRA" if self.use_dora else "LoRA"
+        return f"{kind}(rank={self.rank}, alpha={self.alpha}, dropout={self.dropout}, targets={self.target_modules!r})"
+
+
+def target_module_names(module: nn.Module, targets: str | Sequence[str]) -> list[str]:
+    """Qualified names of the linear layers of ``module`` that ``targets`` selects.
+
+    Raises:
+        ValueError: If nothing matches (a misspelt suffix would otherwise train nothing).
+    """
+    linear = {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear) and name}
+    if targets == ALL_LINEAR:
+        names = list(linear)
+    elif targets == ALL_BLOCK_LINEAR:
+        block = getattr(module, "block_class", None)
+        roots = [n for n, m in module.named_modules() if isinstance(block, type) and isinstance(m, block)]
+        if not roots:
+            raise ValueError(f"{type(module).__name__} declares no block_class; give LoRA target_modules explicitly")
+        names = [n for n in linear if any(n.startswith(root + ".") for root in roots)]
+    else:
+        suffixes = [targets] if isinstance(targets, str) else list(targets)
+        names = [n for n in linear if any(n == s or n.endswith("." + s) for s in suffixes)]
+    if not names:
+        raise ValueError(f"LoRA target_modules={targets!r} match no linear layer of {type(module).__name__}")
+    return names
+
+
+def inject_lora(module: nn.Module, settings: LoRA, trainable_tokens: dict[str, list[int]] | None = None) -> None:
+    """Freeze ``module`` and add trainable LoRA/DoRA layers to it in place.
+
+    Args:
+        module: A pretrained part (its state-dict keys of wrapped layers become ``...base_layer.weight``).
+        settings: Rank, alpha, dropout, targets, DoRA.
+        trainable_tokens: Embedding or output-layer names (relative to ``module``) mapped to the token rows
+            that stay trainable (the VLM's added special tokens).
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    module.requires_grad_(False)
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=target_module_names(module, settings.target_modules),
+        use_dora=settings.use_dora,
+        trainable_token_indices=trainable_tokens or None,
+    )
+    inject_adapter_in_model(config, module)
+
+
+def inject_trainable_tokens(module: nn.Module, trainable_tokens: dict[str, list[int]]) -> None:
+    """Make only the given rows of embedding/output layers of a frozen ``module`` trainable (peft TrainableTokens)."""
+    from peft import TrainableTokensConfig, inject_adapter_in_model
+
+    rows = {tuple(ids) for ids in trainable_tokens.values()}
+    if len(rows) != 1:
+        raise ValueError(f"trainable token rows must be the same for every layer, got {trainable_tokens}")
+    config = TrainableTokensConfig(target_modules=list(trainable_tokens), token_indices=list(rows.pop()))
+    inject_adapter_in_model(config, module)
+
+
+def has_adapters(model: nn.Module) -> bool:
+    """Whether any peft adapter layer (LoRA, DoRA, trainable tokens) is inside ``model``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weights and unwrap it, in place.
+
+    Afterwards the model holds plain ``nn.Linear``/``nn.Embedding`` layers with the original state-dict keys,
+    computes the same function, and loads without peft.
+
+    Returns:
+        ``model``, for chaining.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import TrainableTokensWrapper
+
+    for name, child in list(model.named_modules()):
+        if isinstance(child, TrainableTokensWrapper):
+            child.token_adapter.merge()
+            model.set_submodule(name, child.token_adapter.get_base_layer())
+    for name, child in list(model.named_modules()):
+        if isinstance(child, BaseTunerLayer) and name:
+            child.merge()
+            model.set_submodule(name, child.get_base_layer())
+    return model
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of all trainable parameters (adapters and new parameters), keyed as in ``model.state_dict()``."""
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    state = model.state_dict(keep_vars=True)
+    return {k: v.detach() for k, v in state.items() if id(v) in trainable}
+
+
+def save_trainable(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save only the trainable parameters (adapters, connector, fusion blocks, new token rows) as safetensors."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in trainable_state_dict(model).items()}, os.fspath(path))
+
+
+def load_trainable(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a :func:`save_trainable` file into a model composed the same way (same adapters).
+
+    Raises:
+        KeyError: If the file and the model's trainable parameters differ (both sets of names shown).
+    """
+    from safetensors.torch import load_file
+
+    state = load_file(os.fspath(path))
+    expected = set(trainable_state_dict(model))
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise KeyError(
+            f"{os.fspath(path)}: trainable parameters differ; missing {missing[:8]}, unexpected "
+            f"{unexpected[:8]} (was the model composed with the same adapters?)"
+        )
+    model.load_state_dict(state, strict=False)
