@@ -6,6 +6,8 @@ with a flag, e.g. ``--model.vlm.connector vlmkit.connectors.MLPProjection``.
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.cli import LightningCLI
 
 from vlmkit.training.module import VLMModule
@@ -31,7 +33,18 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``vlmkit`` console script."""
-    build_cli(args)
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["data"]:
+        from vlmkit.data.build import main as data_main
+
+        data_main(argv[1:])
+        return
+    if argv[:1] == ["export"]:
+        from vlmkit.export import main as export_main
+
+        export_main(argv[1:])
+        return
+    build_cli(argv)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ class GatedCrossAttentionBlock(nn.Module):
         visual_dim: Width of the visual tokens.
         num_heads: Attention heads.
         ff_mult: Feed-forward width as a multiple of ``dim``.
+        gate_init: Initial ``a`` and ``b`` (0: the block starts as the identity).
     """
 
-    def __init__(self, dim: int, visual_dim: int, num_heads: int = 8, ff_mult: int = 4) -> None:
+    def __init__(self, dim: int, visual_dim: int, num_heads: int = 8, ff_mult: int = 4, gate_init: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide the LM hidden size {dim}")
@@ -43,8 +44,8 @@ class GatedCrossAttentionBlock(nn.Module):
         self.ff = nn.Sequential(
             nn.Linear(dim, ff_mult * dim, bias=False), nn.GELU(), nn.Linear(ff_mult * dim, dim, bias=False)
         )
-        self.attn_gate = nn.Parameter(torch.zeros(1))
-        self.ff_gate = nn.Parameter(torch.zeros(1))
+        self.attn_gate = nn.Parameter(torch.full((1,), float(gate_init)))
+        self.ff_gate = nn.Parameter(torch.full((1,), float(gate_init)))
 
     def keys_values(self, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Project visual tokens ``[m, visual_dim]`` to keys and values ``[heads, m, head_dim]`` (cacheable)."""
@@ -81,10 +82,19 @@ class CrossAttentionFusion(nn.Module):
         ff_mult: Feed-forward width multiple of each block.
         media_masking: ``preceding``: a token attends to the last image before it (Flamingo);
             ``all_preceding``: to every image before it.
+        gate_init: Initial value of every tanh gate. 0 (Flamingo) keeps a pretrained LM exactly as it was; an LM
+            trained from scratch has nothing to preserve, and with closed gates the whole visual path (blocks,
+            connector, encoder) gets gradients scaled by ``tanh(gate)`` -- so small that Adam's ``eps`` swallows
+            them and the gates never open (toy recipes use 0.5).
     """
 
     def __init__(
-        self, every_n_layers: int = 4, num_heads: int = 8, ff_mult: int = 4, media_masking: MediaMasking = "preceding"
+        self,
+        every_n_layers: int = 4,
+        num_heads: int = 8,
+        ff_mult: int = 4,
+        media_masking: MediaMasking = "preceding",
+        gate_init: float = 0.0,
     ) -> None:
         super().__init__()
         if every_n_layers < 1:
@@ -95,6 +105,7 @@ class CrossAttentionFusion(nn.Module):
         self.num_heads = num_heads
         self.ff_mult = ff_mult
         self.media_masking = media_masking
+        self.gate_init = gate_init
         self.blocks = nn.ModuleList()
         self._context: dict[str, Any] | None = None  # set for the duration of one forward
         self._generation: dict[str, Any] | None = None  # image keys/values and media positions while decoding
@@ -110,7 +121,9 @@ class CrossAttentionFusion(nn.Module):
             raise RuntimeError("this CrossAttentionFusion is already bound to a language model")
         layers = language_model.decoder_layers()
         for index in range(0, len(layers), self.every_n_layers):
-            block = GatedCrossAttentionBlock(language_model.hidden_size, visual_dim, self.num_heads, self.ff_mult)
+            block = GatedCrossAttentionBlock(
+                language_model.hidden_size, visual_dim, self.num_heads, self.ff_mult, self.gate_init
+            )
             self.blocks.append(block)
             layers[index].register_forward_pre_hook(self._hook(len(self.blocks) - 1), with_kwargs=True)
 

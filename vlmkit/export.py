@@ -1,0 +1,70 @@
+"""``vlmkit export``: a trained checkpoint -> plain safetensors weights (adapters merged) or the adapters alone.
+
+The model is rebuilt from the same recipe the checkpoint was trained with, the checkpoint's weights are loaded,
+and then either every LoRA/DoRA adapter is merged into its base weights (``model.safetensors``: loads into the
+same recipe composed without adapters, no peft needed), or only the trainable parameters are written
+(``trainable.safetensors``: adapters, connector, fusion blocks, new token rows; loads onto a freshly composed
+model with :func:`vlmkit.adapters.load_trainable`). The resolved recipe is saved next to the weights.
+
+    vlmkit export --config recipes/quickstart.yaml --ckpt_path runs/.../last.ckpt --output_dir exported/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vlmkit.adapters import has_adapters, merge_adapters, save_trainable, trainable_state_dict
+
+
+def export(vlm, ckpt_path: str | None, output_dir: str | Path, adapters_only: bool = False) -> Path:
+    """Write ``vlm`` (after loading ``ckpt_path``) to ``output_dir``; return the weights file.
+
+    Args:
+        vlm: The composed ``VisionLanguageModel`` (as the checkpoint was trained).
+        ckpt_path: A Lightning checkpoint file or sharded folder; ``None`` exports ``vlm`` as it is.
+        output_dir: Created if missing.
+        adapters_only: Write only the trainable parameters instead of the merged full model.
+    """
+    from safetensors.torch import save_file
+
+    from vlmkit.training.checkpoints import load_model_weights
+
+    if ckpt_path is not None:
+        load_model_weights(vlm, ckpt_path)
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if adapters_only:
+        path = output / "trainable.safetensors"
+        save_trainable(vlm, path)
+        summary = {"kind": "trainable", "tensors": len(trainable_state_dict(vlm))}
+    else:
+        merged = has_adapters(vlm)
+        merge_adapters(vlm)
+        path = output / "model.safetensors"
+        state = {k: v.detach().contiguous() for k, v in vlm.state_dict().items()}
+        save_file(state, str(path))
+        summary = {"kind": "merged" if merged else "full", "tensors": len(state)}
+    (output / "export.json").write_text(json.dumps({**summary, "checkpoint": ckpt_path}, indent=2) + "\n")
+    return path
+
+
+def main(args: list[str] | None = None) -> Path:
+    """Entry point of ``vlmkit export``; recipe arguments (``--config``, ``--model.*``) build the model."""
+    parser = argparse.ArgumentParser(
+        prog="vlmkit export",
+        description="Export a trained vlmkit model: adapters merged into plain safetensors weights, or adapters only. "
+        "All other arguments (--config, --model.*) are the recipe's, as given to `vlmkit fit`.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="Lightning checkpoint file or sharded checkpoint folder")
+    parser.add_argument("--output_dir", required=True, help="folder for model.safetensors / trainable.safetensors")
+    parser.add_argument("--adapters_only", action="store_true", help="save only trainable parameters (no merge)")
+    known, recipe_args = parser.parse_known_args(args)
+    from vlmkit.cli import build_cli
+
+    cli = build_cli([*recipe_args, "--trainer.logger", "false"], run=False)
+    path = export(cli.model.vlm, known.ckpt_path, known.output_dir, known.adapters_only)
+    cli.parser.save(cli.config, str(Path(known.output_dir) / "recipe.yaml"), overwrite=True, skip_check=True)
+    print(f"wrote {path}")
+    return path
