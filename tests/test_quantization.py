@@ -92,3 +92,25 @@ def test_int8_base_weights_load_for_lora(lm_path):
     layer = vlm.language_model.model.model.layers[0].mlp.down_proj
     assert isinstance(layer.base_layer, bnb.nn.Linear8bitLt)
     assert layer.base_layer.weight.dtype == torch.int8
+
+
+def test_vision_encoder_loads_in_4bit_close_to_fp32_and_takes_lora(tmp_path):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(0)
+    # bitsandbytes' CPU 4-bit kernel needs output widths that are multiples of its block (64 here)
+    config = {k: v for k, v in TINY_SIGLIP.items() if k != "model_type"} | {"hidden_size": 64, "intermediate_size": 128}
+    SiglipVisionModel(SiglipVisionConfig(**config)).save_pretrained(tmp_path)
+    full = TransformersVisionEncoder(str(tmp_path))
+    quantized = TransformersVisionEncoder(str(tmp_path), quantization="nf4", compute_dtype="float32")
+    assert isinstance(quantized.backbone.encoder.layers[0].mlp.fc1, bnb.nn.Linear4bit)
+    images = torch.randn(2, 3, 32, 32)  # 4 x 4 patches
+    with torch.no_grad():
+        reference, approx = full(images), quantized(images)
+    error = (approx - reference).norm() / reference.norm()
+    assert 0 < error < 0.2  # 4-bit weights: close, not equal
+    from vlmkit.trainability import apply_trainability
+
+    apply_trainability(quantized, "lora", "train_vision_encoder")
+    trainable = [n for n, p in quantized.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)

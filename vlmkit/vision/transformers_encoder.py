@@ -29,6 +29,7 @@ from transformers.utils.constants import (
     OPENAI_CLIP_STD,
 )
 
+from vlmkit.quantization import Quantization, bitsandbytes_config
 from vlmkit.vision._grid import bucket_position_ids, real_grid_sizes
 from vlmkit.vision._packing import packed_forward, segment_ids, varlen_kwargs
 
@@ -83,6 +84,9 @@ class TransformersVisionEncoder(nn.Module):
             ``i`` = output of layer ``i``): -1 is the last layer *with* the post-layernorm applied, any other index
             that entry without it (e.g. -2 for LLaVA's penultimate layer). Layers after it are not run.
         packing: Run a padded batch as one sequence of its real patches (see above) instead of masking padding.
+        quantization: Load the checkpoint's linear layers quantized by bitsandbytes (``"nf4"``, ``"fp4"``,
+            ``"int8"``); needs ``name_or_path``; the part is then ``frozen`` or adapted (QLoRA).
+        compute_dtype: Dtype name of quantized matmuls and the other weights (``"bfloat16"`` on GPU).
 
     Raises:
         ValueError: If not exactly one of ``name_or_path``/``config`` is given, the model type is not supported, or
@@ -105,14 +109,26 @@ class TransformersVisionEncoder(nn.Module):
         position_embedding: PositionEmbedding | None = None,
         feature_layer: int = -1,
         packing: bool = False,
+        quantization: Quantization | None = None,
+        compute_dtype: str = "bfloat16",
     ) -> None:
         super().__init__()
         if (name_or_path is None) == (config is None):
             raise ValueError("Pass exactly one of `name_or_path` (a checkpoint) or `config` (a config dict).")
+        if quantization is not None and name_or_path is None:
+            raise ValueError("quantization needs a checkpoint (name_or_path): weights are quantized as they load")
+        self.quantization = quantization
         if position_embedding not in (None, "interpolate", "bucket"):
             raise ValueError(f"position_embedding must be 'interpolate' or 'bucket', got {position_embedding!r}.")
 
-        self.backbone, model_type = _build_backbone(name_or_path, config, torch_dtype, attn_implementation)
+        quantization_config = None
+        if quantization is not None:
+            compute = _dtype(compute_dtype)
+            quantization_config = bitsandbytes_config(quantization, compute, "vision_encoder.quantization")
+            torch_dtype = torch_dtype or compute_dtype
+        self.backbone, model_type = _build_backbone(
+            name_or_path, config, torch_dtype, attn_implementation, quantization_config
+        )
         backbone_config = self.backbone.config
         self.model_type: str = model_type
         self.hidden_size: int = backbone_config.hidden_size
@@ -249,6 +265,7 @@ def _build_backbone(
     config: dict[str, Any] | None,
     torch_dtype: str | None,
     attn_implementation: str | None,
+    quantization_config: Any = None,
 ) -> tuple[PreTrainedModel, str]:
     """Build (from a config dict) or load (from a checkpoint) the vision model; return it and the model type."""
     if config is not None:
@@ -271,6 +288,8 @@ def _build_backbone(
 
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
     model, info = model_class.from_pretrained(
         name_or_path,
         use_safetensors=True if _has_safetensors(name_or_path) else None,  # None: prefer them, fall back to .bin
