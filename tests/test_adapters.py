@@ -33,7 +33,7 @@ def _perturb_adapters(vlm, seed=1):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in vlm.named_parameters():
-            if p.requires_grad and ("lora_" in name or "trainable_tokens_delta" in name):
+            if p.requires_grad and ("lora_" in name or "trainable_rows" in name):
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
@@ -47,7 +47,7 @@ def test_frozen_language_model_trains_only_the_new_token_rows():
     vlm = build_tiny_vlm(train_language_model="frozen")
     trainable = {n: p for n, p in vlm.language_model.named_parameters() if p.requires_grad}
     assert len(trainable) == 2  # input embedding rows and (untied) output rows
-    assert all("trainable_tokens_delta" in n for n in trainable)
+    assert all("trainable_rows" in n for n in trainable)
     assert all(p.shape == (len(VLM_SPECIAL_TOKENS), 64) for p in trainable.values())
     assert count_parameters(vlm.vision_encoder, trainable_only=True) == 0
     assert count_parameters(vlm.connector, trainable_only=True) == count_parameters(vlm.connector)
@@ -120,7 +120,7 @@ def test_saved_trainable_parameters_reproduce_the_logits_on_a_fresh_base(batch, 
     with torch.no_grad():
         torch.testing.assert_close(_logits(fresh, batch), expected)
     keys = set(trainable_state_dict(trained))
-    assert keys and all("lora_" in k or "trainable_tokens" in k or k.startswith("connector.") for k in keys)
+    assert keys and all("lora_" in k or "trainable_rows" in k or k.startswith("connector.") for k in keys)
     other = build_tiny_vlm(train_language_model="dora")
     with pytest.raises(KeyError, match="adapter.safetensors.*missing"):
         load_trainable(other, tmp_path / "adapter.safetensors")
@@ -140,4 +140,4 @@ def test_a_lora_step_changes_only_adapters_new_rows_and_new_parameters(batch):
     trainable = set(trainable_state_dict(vlm))
     assert changed <= trainable
     assert any("lora_A" in k for k in changed) and any("lora_B" in k for k in changed)
-    assert any("trainable_tokens_delta" in k for k in changed)
+    assert any("trainable_rows" in k for k in changed)

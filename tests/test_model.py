@@ -85,7 +85,7 @@ def test_every_connector_trains_end_to_end_with_mixed_image_sizes(connector):
     logits = _run(vlm, batch)
     answer_loss(logits, batch["labels"]).backward()
     for name, param in vlm.named_parameters():
-        trainable = name.startswith("connector.")
+        trainable = name.startswith("connector.") or ".trainable_rows." in name  # + the new tokens' rows
         assert param.requires_grad == trainable, name
         if trainable:
             assert param.grad is not None, name
@@ -104,7 +104,8 @@ def test_every_connector_trains_end_to_end_with_mixed_image_sizes(connector):
 def test_trainability_is_declared_at_composition():
     vlm = build_tiny_vlm(train_vision_encoder="full", train_language_model="frozen")
     assert all(p.requires_grad for p in vlm.vision_encoder.parameters())
-    assert not any(p.requires_grad for p in vlm.language_model.parameters())
+    trainable = [n for n, p in vlm.language_model.named_parameters() if p.requires_grad]
+    assert trainable == ["model.model.embed_tokens.trainable_rows.delta", "model.lm_head.trainable_rows.delta"]
     with pytest.raises(ValueError, match="train_language_model='lora!'"):
         build_tiny_vlm(train_language_model="lora!")
 

@@ -92,7 +92,7 @@ def inject_lora(module: nn.Module, settings: LoRA, trainable_tokens: dict[str, l
         module: A pretrained part (its state-dict keys of wrapped layers become ``...base_layer.weight``).
         settings: Rank, alpha, dropout, targets, DoRA.
         trainable_tokens: Embedding or output-layer names (relative to ``module``) mapped to the token rows
-            that stay trainable (the VLM's added special tokens).
+            that train (the VLM's added special tokens; see :class:`TrainableRows`).
     """
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -103,27 +103,69 @@ def inject_lora(module: nn.Module, settings: LoRA, trainable_tokens: dict[str, l
         lora_dropout=settings.dropout,
         target_modules=target_module_names(module, settings.target_modules),
         use_dora=settings.use_dora,
-        trainable_token_indices=trainable_tokens or None,
     )
     inject_adapter_in_model(config, module)
+    if trainable_tokens:
+        add_trainable_rows(module, trainable_tokens)
 
 
-def inject_trainable_tokens(module: nn.Module, trainable_tokens: dict[str, list[int]]) -> None:
-    """Make only the given rows of embedding/output layers of a frozen ``module`` trainable (peft TrainableTokens)."""
-    from peft import TrainableTokensConfig, inject_adapter_in_model
+class TrainableRows(nn.Module):
+    """Trainable deltas for some rows of a frozen embedding ``[vocab, d]`` or output layer ``[vocab, d]``.
 
-    rows = {tuple(ids) for ids in trainable_tokens.values()}
-    if len(rows) != 1:
-        raise ValueError(f"trainable token rows must be the same for every layer, got {trainable_tokens}")
-    config = TrainableTokensConfig(target_modules=list(trainable_tokens), token_indices=list(rows.pop()))
-    inject_adapter_in_model(config, module)
+    Attached as a child of the layer (state-dict key ``<layer>.trainable_rows.delta``, the layer's own keys
+    unchanged) with a forward hook that adds ``delta`` to those rows' outputs: the embedding of a new token,
+    or its logit. :func:`merge_adapters` folds the deltas into the weight.
+
+    Args:
+        layer: An ``nn.Embedding`` (input) or ``nn.Linear`` (output head) with one row per token.
+        token_ids: The rows that train (the VLM's added special tokens).
+    """
+
+    def __init__(self, layer: nn.Module, token_ids: Sequence[int]) -> None:
+        super().__init__()
+        ids = torch.as_tensor(sorted(set(token_ids)), dtype=torch.long)
+        if len(ids) and int(ids.max()) >= layer.weight.shape[0]:
+            raise ValueError(f"token id {int(ids.max())} is outside the layer's {layer.weight.shape[0]} rows")
+        self.register_buffer("token_ids", ids, persistent=False)
+        lookup = torch.full((layer.weight.shape[0],), -1, dtype=torch.long)
+        lookup[ids] = torch.arange(len(ids))
+        self.register_buffer("lookup", lookup, persistent=False)  # token id -> row of delta, -1 elsewhere
+        self.delta = nn.Parameter(torch.zeros(len(ids), layer.weight.shape[1], dtype=layer.weight.dtype))
+        self.is_embedding = isinstance(layer, nn.Embedding)
+
+    def forward(self, layer_input: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
+        """The layer's output with the delta rows added (``[..., d]`` embeddings or ``[..., vocab]`` logits)."""
+        if self.is_embedding:
+            rows = self.lookup[layer_input]  # [...]
+            delta = torch.cat([self.delta, self.delta.new_zeros(1, self.delta.shape[1])])[rows]  # -1 -> zero row
+            return layer_output + delta.to(layer_output.dtype)
+        extra = layer_input @ self.delta.to(layer_input.dtype).T  # [..., k]
+        return layer_output.index_add(-1, self.token_ids, extra.to(layer_output.dtype))
+
+    def merge_into(self, layer: nn.Module) -> None:
+        """Add the deltas to the layer's weight rows."""
+        with torch.no_grad():
+            layer.weight[self.token_ids] += self.delta.to(layer.weight.dtype)
+
+
+def add_trainable_rows(module: nn.Module, trainable_tokens: dict[str, list[int]]) -> None:
+    """Give the named embedding/output layers of ``module`` trainable rows for ``trainable_tokens`` (in place)."""
+    for name, token_ids in trainable_tokens.items():
+        layer = module.get_submodule(name)
+        layer.trainable_rows = TrainableRows(layer, token_ids)
+        layer.register_forward_hook(_add_rows, with_kwargs=False)
+
+
+def _add_rows(layer: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    rows = getattr(layer, "trainable_rows", None)  # gone after merge_adapters: the hook is then a no-op
+    return output if rows is None else rows(args[0], output)
 
 
 def has_adapters(model: nn.Module) -> bool:
-    """Whether any peft adapter layer (LoRA, DoRA, trainable tokens) is inside ``model``."""
+    """Whether any adapter (LoRA/DoRA layer, trainable token rows) is inside ``model``."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    return any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    return any(isinstance(m, (BaseTunerLayer, TrainableRows)) for m in model.modules())
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:
@@ -136,12 +178,12 @@ def merge_adapters(model: nn.Module) -> nn.Module:
         ``model``, for chaining.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
-    from peft.utils.other import TrainableTokensWrapper
 
-    for name, child in list(model.named_modules()):
-        if isinstance(child, TrainableTokensWrapper):
-            child.token_adapter.merge()
-            model.set_submodule(name, child.token_adapter.get_base_layer())
+    for child in list(model.modules()):
+        rows = child._modules.get("trainable_rows")
+        if isinstance(rows, TrainableRows):
+            rows.merge_into(child)
+            del child.trainable_rows
     for name, child in list(model.named_modules()):
         if isinstance(child, BaseTunerLayer) and name:
             child.merge()

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 from torch import nn
 
-from vlmkit.adapters import LoRA, inject_lora, inject_trainable_tokens
+from vlmkit.adapters import LoRA, add_trainable_rows, inject_lora
 
 TrainabilityMode = Literal["frozen", "full", "lora", "dora"]
 """How a pretrained part is trained: not at all, every weight, or through LoRA/DoRA adapters (default settings)."""
@@ -50,7 +50,7 @@ def apply_trainability(
         )
     module.requires_grad_(mode == "full")
     if mode == "frozen" and trainable_tokens:
-        inject_trainable_tokens(module, trainable_tokens)
+        add_trainable_rows(module, trainable_tokens)
 
 
 def apply_activation_checkpointing(model: nn.Module, block_classes: tuple[type[nn.Module], ...]) -> None:

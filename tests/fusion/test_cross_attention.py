@@ -52,6 +52,19 @@ def test_closed_gates_give_exactly_the_language_model():
     assert torch.equal(logits(vlm, batch), plain)
 
 
+def test_open_gate_init_lets_gradients_reach_the_visual_path():
+    """With closed gates (Flamingo) the encoder and connector get exactly zero gradient at the first step."""
+    grads = {}
+    for gate_init in (0.0, 0.5):
+        vlm = build_tiny_vlm(
+            connector=CONNECTOR, fusion=CrossAttentionFusion(every_n_layers=1, num_heads=4, gate_init=gate_init)
+        )
+        assert all(b.attn_gate.item() == b.ff_gate.item() == gate_init for b in vlm.fusion.blocks)
+        logits(vlm, batch_for(vlm, IMAGES)).square().mean().backward()
+        grads[gate_init] = sum(float(p.grad.abs().sum()) for p in vlm.connector.parameters() if p.grad is not None)
+    assert grads[0.0] == 0.0 and grads[0.5] > 0.0
+
+
 @pytest.mark.parametrize("mode", ["preceding", "all_preceding"])
 def test_media_masking(mode):
     """What each text token reads through cross-attention (the first block, before any self-attention)."""
@@ -91,9 +104,15 @@ def test_language_model_keys_are_kept_and_blocks_get_their_own():
     vlm = build()
     state = vlm.state_dict()
     lm_state = {k[len("language_model.") :]: v for k, v in state.items() if k.startswith("language_model.")}
-    assert set(lm_state) == set(original)
+    assert set(lm_state) >= set(original)
+    # a pretrained LM checkpoint loads unchanged; only the new tokens' trainable rows are added keys
+    missing, unexpected = vlm.language_model.load_state_dict(original, strict=False)
+    assert not unexpected
+    assert set(missing) == {"model.model.embed_tokens.trainable_rows.delta", "model.lm_head.trainable_rows.delta"}
+    assert all(torch.equal(vlm.language_model.state_dict()[k], v) for k, v in original.items())
     fusion_keys = {k for k in state if k.startswith("fusion.blocks.")}
     assert len(vlm.fusion.blocks) == 2 and any(k.endswith("attn_gate") for k in fusion_keys)
+    state = vlm.state_dict()
     reloaded = build()
     reloaded.load_state_dict(state)
     assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in state.items())
