@@ -212,10 +212,15 @@ def test_neftune_noise_is_uniform_with_scale_alpha_over_sqrt_length_times_width(
     mask = torch.ones(2, 50, dtype=torch.long)
     mask[1, :34] = 0  # second sample: 16 real tokens
     torch.manual_seed(0)
-    noise = neftune(embeds, mask, alpha=5.0)
+    noise = neftune(embeds, mask.sum(-1, keepdim=True).expand_as(mask), alpha=5.0)
     bound = 5.0 / torch.sqrt(torch.tensor([50.0 * 16, 16.0 * 16]))
     peak = noise.abs().amax(dim=(1, 2))
     assert torch.all(peak <= bound) and torch.all(peak > 0.95 * bound)
+    # packed rows: each token is scaled by its own sample's length
+    from vlmkit.model import _sample_lengths
+
+    segments = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1, -1]])
+    assert _sample_lengths(None, segments)[0].tolist() == [4] * 4 + [12] * 12 + [2] * 2
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):

@@ -123,9 +123,10 @@ class TrainableRows(nn.Module):
 
     def __init__(self, layer: nn.Module, token_ids: Sequence[int]) -> None:
         super().__init__()
-        ids = torch.as_tensor(sorted(set(token_ids)), dtype=torch.long)
-        if len(ids) and int(ids.max()) >= layer.weight.shape[0]:
-            raise ValueError(f"token id {int(ids.max())} is outside the layer's {layer.weight.shape[0]} rows")
+        rows = sorted(set(int(t) for t in token_ids))
+        if rows and rows[-1] >= layer.weight.shape[0]:
+            raise ValueError(f"token id {rows[-1]} is outside the layer's {layer.weight.shape[0]} rows")
+        ids = torch.tensor(rows, dtype=torch.long)
         self.register_buffer("token_ids", ids, persistent=False)
         lookup = torch.full((layer.weight.shape[0],), -1, dtype=torch.long)
         lookup[ids] = torch.arange(len(ids))

@@ -44,6 +44,11 @@ def main(args: list[str] | None = None) -> None:
 
         export_main(argv[1:])
         return
+    if argv[:1] == ["export-idefics2"]:
+        from vlmkit.interop.cli import main as export_idefics2_main
+
+        export_idefics2_main(argv[1:])
+        return
     build_cli(argv)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmkit.data.sequence_packing import block_diagonal_causal_mask
 from vlmkit.data.token_budget import TokenBudget, token_budget
 from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
 from vlmkit.llm.transformers_lm import output_cache
@@ -156,6 +157,7 @@ class VisionLanguageModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: Any = None,
         use_cache: bool = False,
+        segment_ids: torch.Tensor | None = None,
     ):
         """Logits for interleaved text and images.
 
@@ -167,18 +169,24 @@ class VisionLanguageModel(nn.Module):
             position_ids: Positions ``[b, s]`` (needed with left padding).
             cache: KV cache from a previous call.
             use_cache: Return the KV cache.
+            segment_ids: Packed rows: sample index of every token ``[b, s]`` (padding ``-1``), with
+                ``position_ids`` restarting per sample; attention stays within each sample
+                (see ``vlmkit.data.sequence_packing``). Fully autoregressive fusion only.
 
         Returns:
             The LM's ``CausalLMOutputWithPast`` (``logits [b, s, vocab]``).
 
         Raises:
-            ValueError: If placeholders and visual tokens disagree in number (both counts named).
+            ValueError: If placeholders and visual tokens disagree in number (both counts named), or
+                ``segment_ids`` come with another fusion or without ``position_ids``.
         """
         image_token_mask = input_ids == self.image_token_id  # [b, s]
         self._check_placeholders(image_token_mask, pixel_values, patch_mask)
         inputs_embeds = self.language_model.get_input_embeddings()(input_ids)  # [b, s, d_llm]
         if self.training and self.neftune_alpha > 0:
-            inputs_embeds = neftune(inputs_embeds, attention_mask, self.neftune_alpha)
+            inputs_embeds = neftune(inputs_embeds, _sample_lengths(attention_mask, segment_ids), self.neftune_alpha)
+        if segment_ids is not None:
+            attention_mask = self._packed_attention_mask(segment_ids, position_ids)  # [b, 1, s, s]
         visual_tokens, visual_mask = None, None
         if pixel_values is not None and pixel_values.shape[0] > 0:
             visual_tokens, visual_mask = self.encode_images(pixel_values, patch_mask)  # [n, v, d_llm]
@@ -193,6 +201,17 @@ class VisionLanguageModel(nn.Module):
             cache=cache,
             use_cache=use_cache,
         )
+
+    def _packed_attention_mask(self, segment_ids: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+        """Block-diagonal causal mask ``[b, 1, s, s]`` of packed rows (attention isolated per sample)."""
+        if not isinstance(self.fusion, FullyAutoregressiveFusion):
+            raise ValueError(
+                f"packed sequences (segment_ids) need FullyAutoregressiveFusion, not {type(self.fusion).__name__}"
+            )
+        if position_ids is None:
+            raise ValueError("packed sequences need position_ids restarting at 0 for every sample")
+        dtype = self.language_model.get_input_embeddings().weight.dtype
+        return block_diagonal_causal_mask(segment_ids, dtype)
 
     def _check_placeholders(
         self, image_token_mask: torch.Tensor, pixel_values: torch.Tensor | None, patch_mask: torch.Tensor | None
@@ -298,13 +317,27 @@ class VisionLanguageModel(nn.Module):
         return hit
 
 
-def neftune(embeds: torch.Tensor, attention_mask: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """NEFTune: ``embeds + U(-1, 1) * alpha / sqrt(L * d)`` with ``L`` each sample's real length ``[b, s, d]``."""
-    b, s, d = embeds.shape
-    lengths = attention_mask.sum(-1) if attention_mask is not None else torch.full((b,), s, device=embeds.device)
-    scale = alpha / torch.sqrt(lengths.clamp(min=1).to(embeds.dtype) * d)  # [b]
+def neftune(embeds: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
+    """NEFTune: ``embeds + U(-1, 1) * alpha / sqrt(L * d)`` ``[b, s, d]``.
+
+    Args:
+        embeds: Token embeddings ``[b, s, d]``.
+        lengths: ``L``, the real length of the sample each token belongs to, ``[b, s]``.
+        alpha: Noise scale.
+    """
+    scale = alpha / torch.sqrt(lengths.clamp(min=1).to(embeds.dtype) * embeds.shape[-1])  # [b, s]
     noise = torch.empty_like(embeds).uniform_(-1, 1)  # [b, s, d]
-    return embeds + noise * scale[:, None, None]
+    return embeds + noise * scale[..., None]
+
+
+def _sample_lengths(attention_mask: torch.Tensor | None, segment_ids: torch.Tensor | None) -> torch.Tensor:
+    """Real length of the sample each token belongs to ``[b, s]`` (packed rows: of its segment)."""
+    if segment_ids is not None:
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [b, s, s]
+        return same.sum(-1)
+    if attention_mask is None:
+        raise ValueError("NEFTune needs the attention_mask (or segment_ids) to know each sample's length")
+    return attention_mask.sum(-1, keepdim=True).expand_as(attention_mask)
 
 
 def _new_token_rows(language_model: nn.Module, token_ids: list[int]) -> dict[str, list[int]]:

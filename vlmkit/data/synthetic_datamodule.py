@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlmkit.data.collate import VLMCollator
 from vlmkit.data.processor import VLMProcessor
+from vlmkit.data.resumable_sampler import ResumableSampler
 from vlmkit.data.synthetic import SyntheticVQADataset
 from vlmkit.text.template import Turn
 
@@ -130,6 +131,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
             self._raw(split)
         self.processor: VLMProcessor | None = None
         self.patch_size: int | None = None
+        self._resume: dict[str, int] = {}
 
     def connect(self, model: VisionLanguageModel) -> None:
         """Build the processor from ``model`` (done automatically by ``setup`` under a Trainer)."""
@@ -176,22 +178,40 @@ class SyntheticVQADataModule(L.LightningDataModule):
         evaluation_split = 1.0 if hp.eval_image_splitting else 0.0
         return ProcessedVQA(self._raw(split), self.processor, split == "predict", evaluation_split)
 
+    def state_dict(self) -> dict[str, int]:
+        """The training data position (epoch, batches this rank consumed in it), saved in checkpoints."""
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches": progress.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Resume the training data where the checkpoint left it (see ``ResumableSampler``)."""
+        self._resume = dict(state_dict)
+
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         dataset = self.dataset(split)
         collate = VLMCollator(
             self.processor.tokenizer.pad_token_id, self.patch_size, "left" if dataset.for_generation else "right"
         )
+        sampler = None
+        if shuffle:  # deterministic by (seed, epoch), split across ranks, resumable mid-epoch
+            ranks = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+            replicas, rank = ranks.get("num_replicas", 1), ranks.get("rank", 0)
+            sampler = ResumableSampler(dataset, replicas, rank, seed=self.hparams.seed)
+            if self._resume:
+                sampler.resume(self._resume["epoch"], self._resume["batches"] * self.hparams.batch_size)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.hparams.num_workers,
             collate_fn=collate,
             persistent_workers=self.hparams.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (Lightning seeds the shuffle)."""
+        """Shuffled training batches (order fixed by ``seed`` and the epoch; resumes mid-epoch)."""
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

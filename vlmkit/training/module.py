@@ -14,12 +14,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from vlmkit.eval.generation import PAPER_STOP_STRINGS, decode
 from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import IGNORE_INDEX
 from vlmkit.trainability import parameter_table
+from vlmkit.training.checkpoints import drop_frozen, load_model_weights, restore_frozen
+from vlmkit.training.sharding import FullyShard, parameters_without_gradient
 
 
 def _built_from_config() -> bool:
@@ -67,6 +69,12 @@ class VLMModule(L.LightningModule):
             ``connector``, ``fusion`` or ``language_model``; other parts use the
             optimizer's ``lr``.
         max_new_tokens: Generation length in ``predict``.
+        init_from: A Lightning checkpoint (file or sharded folder) whose model weights, and only
+            those, are loaded before training (stage 2 from stage 1); ``--ckpt_path`` resumes instead.
+        save_trainable_only: Leave frozen parameters out of checkpoints (they come back from the
+            model's own config on load, after a check that exactly those keys are missing).
+        sharding: FSDP2 settings applied in ``configure_model`` under ``ModelParallelStrategy``
+            (default ``FullyShard()``: full shard, stored dtype); ignored by other strategies.
     """
 
     def __init__(
@@ -76,11 +84,14 @@ class VLMModule(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         learning_rates: dict[str, float] | None = None,
         max_new_tokens: int = 16,
+        init_from: str | None = None,
+        save_trainable_only: bool = False,
+        sharding: FullyShard | None = None,
     ) -> None:
         super().__init__()
         # Under LightningCLI the hparams are the YAML config, which rebuilds `vlm` in `load_from_checkpoint`;
         # built in Python, the module itself is not duplicated into the checkpoint's hparams.
-        self.save_hyperparameters(ignore=None if _built_from_config() else ["vlm"])
+        self.save_hyperparameters(ignore=None if _built_from_config() else ["vlm", "sharding"])
         unknown = set(learning_rates or {}) - set(PARTS)
         if unknown:
             raise ValueError(f"learning_rates has unknown parts {sorted(unknown)}; expected keys among {list(PARTS)}")
@@ -89,12 +100,55 @@ class VLMModule(L.LightningModule):
         self.scheduler = scheduler
         self.learning_rates = dict(learning_rates or {})
         self.max_new_tokens = max_new_tokens
+        self.init_from = init_from
+        self.save_trainable_only = save_trainable_only
+        self.sharding = sharding
+        self._initialized_from: str | None = None
+        self._checked_gradients = False
         self._last_step_time: float | None = None
         self.evaluation_results: dict[str, float] = {}
 
     def forward(self, batch: dict[str, Any]):
         """Model outputs for a collated batch."""
-        return self.vlm(batch["input_ids"], batch["attention_mask"], batch.get("pixel_values"), batch.get("patch_mask"))
+        return self.vlm(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("pixel_values"),
+            batch.get("patch_mask"),
+            position_ids=batch.get("position_ids"),  # packed rows (vlmkit.data.sequence_packing)
+            segment_ids=batch.get("segment_ids"),
+        )
+
+    def configure_model(self) -> None:
+        """Load ``init_from`` weights (once), then shard per block when the strategy gives a device mesh (FSDP2)."""
+        if self.init_from is not None and self._initialized_from != self.init_from:
+            load_model_weights(self.vlm, self.init_from)
+            self._initialized_from = self.init_from
+        if self.device_mesh is not None:
+            if self.save_trainable_only:
+                raise ValueError("save_trainable_only needs single-file checkpoints: not available with sharding")
+            (self.sharding or FullyShard()).apply(self.vlm, self.vlm.block_classes(), self.device_mesh)
+
+    def on_after_backward(self) -> None:
+        """Once, under sharding: warn about trainable weights without gradient (sharded checkpoints cannot resume)."""
+        if self.device_mesh is None or self._checked_gradients:
+            return
+        self._checked_gradients = True
+        unused = parameters_without_gradient(self.vlm)
+        if unused:
+            rank_zero_warn(
+                f"{len(unused)} trainable parameters got no gradient (e.g. {', '.join(unused[:3])}): FSDP2 creates no "
+                "optimizer state for them, so this run's sharded checkpoints will not resume; freeze or remove them"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With ``save_trainable_only``, drop the frozen parameters (their keys are recorded)."""
+        if self.save_trainable_only:
+            drop_frozen(checkpoint, self)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refill the frozen parameters a trainable-only checkpoint left out (checking they are exactly those)."""
+        restore_frozen(checkpoint, self)
 
     def on_fit_start(self) -> None:
         """Print what trains: parameters per part, as declared at composition."""

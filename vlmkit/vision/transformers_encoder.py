@@ -129,6 +129,9 @@ class TransformersVisionEncoder(nn.Module):
         self.backbone, model_type = _build_backbone(
             name_or_path, config, torch_dtype, attn_implementation, quantization_config
         )
+        if getattr(self.backbone, "head", None) is not None:  # SigLIP's pooling head: unused by patch features
+            del self.backbone.head  # (unused weights break DDP and FSDP optimizer state)
+            self.backbone.use_head = False
         backbone_config = self.backbone.config
         self.model_type: str = model_type
         self.hidden_size: int = backbone_config.hidden_size
@@ -297,8 +300,9 @@ def _build_backbone(
         output_loading_info=True,
         **kwargs,
     )
-    if info["missing_keys"]:
-        raise ValueError(f"Checkpoint {name_or_path!r} lacks vision weights: {sorted(info['missing_keys'])[:8]}")
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("head."))  # the pooling head goes unused
+    if missing:
+        raise ValueError(f"Checkpoint {name_or_path!r} lacks vision weights: {missing[:8]}")
     return model, model_type
 
 

@@ -1,0 +1,120 @@
+import hashlib
+import types
+
+import lightning as L
+import pytest
+import torch
+
+from vlmkit.data.shard_datamodule import MixtureDataModule
+from vlmkit.data.shards import ShardItem, write_shards
+from vlmkit.data.sources import SyntheticSource
+from vlmkit.data.webdataset_source import ShardSource
+from vlmkit.training import VLMModule
+
+
+def datamodule(shard_dirs, vlm, **kwargs):
+    sources = [
+        ShardSource(str(shard_dirs["pair"]), "pair", weight=0.6, max_length=96, max_image_size=32, min_image_size=16,
+                    shuffle_buffer=8),
+        ShardSource(str(shard_dirs["conversation"]), "conversation", weight=0.4, max_length=96, max_image_size=32,
+                    min_image_size=16, shuffle_buffer=8),
+    ]  # fmt: skip
+    dm = MixtureDataModule(sources, batch_size=2, **kwargs)
+    dm.connect(vlm)
+    return dm
+
+
+def digest(batch):
+    return hashlib.sha1(batch["input_ids"].numpy().tobytes() + batch["labels"].numpy().tobytes()).hexdigest()
+
+
+def take(iterator, n):
+    return [digest(next(iterator)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.integration)])
+def test_stateful_loader_resumes_exactly(shard_dirs, tiny_vlm, num_workers):
+    dm = datamodule(shard_dirs, tiny_vlm, num_workers=num_workers, pack_length=192)
+    loader = dm.train_dataloader()
+    iterator = iter(loader)
+    take(iterator, 3)
+    state = loader.state_dict()
+    expected = take(iterator, 4)  # crosses the end of a pass of the pair shards
+    resumed = datamodule(shard_dirs, tiny_vlm, num_workers=num_workers, pack_length=192).train_dataloader()
+    resumed.load_state_dict(state)
+    assert take(iter(resumed), 4) == expected
+    fresh = take(iter(datamodule(shard_dirs, tiny_vlm, num_workers=num_workers, pack_length=192).train_dataloader()), 7)
+    assert fresh[3:] == expected  # and it is the same stream as an uninterrupted run
+
+
+def test_batches_fit_the_model_packed_and_unpacked(shard_dirs, tiny_vlm):
+    for pack_length in (None, 192):
+        batch = next(iter(datamodule(shard_dirs, tiny_vlm, pack_length=pack_length).train_dataloader()))
+        assert ("segment_ids" in batch) == (pack_length is not None)
+        with torch.no_grad():
+            logits = VLMModule(tiny_vlm)(batch).logits
+        assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
+
+
+def test_default_sources_are_synthetic_and_val_reads_once(tiny_vlm):
+    dm = MixtureDataModule(val_sources=[SyntheticSource("pdf", max_length=128, num_samples=5)], batch_size=2)
+    dm.connect(tiny_vlm)
+    assert [s.name for s in dm.sources] == ["synthetic_pair", "synthetic_pdf", "synthetic_interleaved",
+                                            "synthetic_conversation"]  # fmt: skip
+    assert sum(b["input_ids"].shape[0] for b in dm.val_dataloader()) == 5
+    assert dm.val_stats.totals() == {"synthetic_pdf/ok": 5}
+
+
+def test_too_many_bad_samples_stop_the_run_with_the_counts(tmp_path, tiny_vlm):
+    items = [ShardItem(f"k{i}", {"images": ["0.png"], "text": "x"}, [("0.png", b"broken")]) for i in range(20)]
+    write_shards(items, tmp_path, "pdf")
+    dm = MixtureDataModule([ShardSource(str(tmp_path), "pdf", shuffle_buffer=0), SyntheticSource("pair")],
+                           batch_size=4, max_bad_fraction=0.2, min_samples_for_bad_fraction=20)  # fmt: skip
+    dm.connect(tiny_vlm)
+    dm.trainer = types.SimpleNamespace(training=True, loggers=[], global_step=0, train_dataloader=None)
+    iterator = iter(dm.train_dataloader())
+    with pytest.raises(RuntimeError, match=r"max_bad_fraction=0.2(.|\n)*corrupt_image"):
+        for _ in range(20):
+            dm.on_before_batch_transfer(next(iterator), 0)
+
+
+def test_arguments_are_checked():
+    with pytest.raises(ValueError, match="unique"):
+        MixtureDataModule([SyntheticSource("pdf"), SyntheticSource("pdf")])
+    with pytest.raises(ValueError, match="pack_length"):
+        MixtureDataModule([SyntheticSource("pdf", max_length=512)], pack_length=256)
+    with pytest.raises(ValueError, match="min_image_size=64 exceeds max_image_size=32"):
+        ShardSource("shards/shard-{0..3}.tar", "pdf", max_image_size=32, min_image_size=64)
+    assert ShardSource("shards/shard-{0..3}.tar", "pdf", max_image_size=64).min_image_size == 64  # 378, capped
+
+
+class Recorder(L.Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.seen.append(digest(batch))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_checkpoint_resume_continues_the_data_stream(shard_dirs, tmp_path, num_workers):
+    from tiny_models import build_tiny_vlm
+
+    def run(max_steps, ckpt_path=None):
+        recorder = L.pytorch.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=2, save_top_k=-1)
+        seen = Recorder()
+        trainer = L.Trainer(max_steps=max_steps, callbacks=[seen, recorder], logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu")  # fmt: skip
+        vlm = build_tiny_vlm()
+        trainer.fit(
+            VLMModule(vlm),
+            datamodule=datamodule(shard_dirs, vlm, pack_length=192, num_workers=num_workers),
+            ckpt_path=ckpt_path,
+            weights_only=False,
+        )
+        return seen.seen
+
+    full = run(5)
+    resumed = run(5, ckpt_path=str(tmp_path / "epoch=0-step=2.ckpt"))
+    assert resumed == full[2:]

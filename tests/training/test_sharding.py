@@ -1,0 +1,60 @@
+"""FullyShard's mesh checks and the FSDP1 policies (the sharding itself runs in test_distributed.py)."""
+
+import pytest
+from lightning.pytorch.strategies import FSDPStrategy
+
+from vlmkit.training.module import VLMModule
+from vlmkit.training.sharding import FullyShard, fsdp1_policies, parameters_without_gradient
+
+
+class FakeMesh:
+    """Enough of a ``DeviceMesh`` for the checks that run before any collective."""
+
+    device_type = "cpu"
+
+    def __init__(self, shape, names):
+        self.shape, self.mesh_dim_names = tuple(shape), tuple(names)
+
+    def size(self, dim=None):
+        total = 1
+        for n in self.shape:
+            total *= n
+        return total if dim is None else self.shape[dim]
+
+    def __getitem__(self, name):
+        i = self.mesh_dim_names.index(name)
+        return FakeMesh((self.shape[i],), (name,))
+
+
+def test_tensor_parallel_mesh_and_bad_shard_size_are_refused():
+    lightning_default = FakeMesh((1, 4), ("data_parallel", "tensor_parallel"))  # ModelParallelStrategy() on 4 GPUs
+    with pytest.raises(ValueError, match=r"tensor_parallel_size=4 .*data_parallel_size=<world size>"):
+        FullyShard().mesh(lightning_default)
+    with pytest.raises(ValueError, match="shard_size=3 does not divide the world size 4"):
+        FullyShard(shard_size=3).mesh(FakeMesh((4, 1), ("data_parallel", "tensor_parallel")))
+    with pytest.raises(ValueError, match="shard_size must be >= 1"):
+        FullyShard(shard_size=0)
+
+
+def test_fsdp1_policies_are_the_block_classes_of_every_part(tiny_vlm):
+    policies = fsdp1_policies(tiny_vlm.block_classes())
+    names = {cls.__name__ for cls in policies["auto_wrap_policy"]}
+    assert {"SiglipEncoderLayer", "MistralDecoderLayer"} <= names and len(names) == 3  # + the perceiver layer
+    assert policies["activation_checkpointing_policy"] == policies["auto_wrap_policy"]
+    FSDPStrategy(**policies)  # Lightning accepts them as they are
+
+
+def test_trainable_only_checkpoints_are_refused_under_sharding(tiny_vlm):
+    module = VLMModule(tiny_vlm, save_trainable_only=True)
+    module._device_mesh = FakeMesh((2, 1), ("data_parallel", "tensor_parallel"))
+    with pytest.raises(ValueError, match="save_trainable_only needs single-file checkpoints"):
+        module.configure_model()
+
+
+def test_parameters_without_gradient_names_trainable_weights_outside_the_loss():
+    import torch
+
+    model = torch.nn.ModuleDict({"used": torch.nn.Linear(2, 2), "unused": torch.nn.Linear(2, 2)})
+    model["unused"].bias.requires_grad_(False)
+    model["used"](torch.ones(1, 2)).sum().backward()
+    assert parameters_without_gradient(model) == ["unused.weight"]

@@ -1,0 +1,111 @@
+"""A weighted mixture of sources as one ``IterableDataset``, deterministic by seed (paper section 4.1).
+
+Each reader (``node_rank * num_workers + worker``) draws the source of its next sample from its own
+``random.Random(seed, reader)`` by the sources' weights, takes that source's next sample, renders it
+and optionally packs. Training streams are endless (each source re-reads its data in reshuffled
+passes; the run length is ``max_steps``); evaluation streams read every source once. Skipped samples
+are counted per source and reason in shared :class:`~vlmkit.data.stats.DataStats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import torch.distributed as dist
+from torch.utils.data import IterableDataset, get_worker_info
+
+from vlmkit.data.formats import BadSample, Record
+from vlmkit.data.render import SampleRenderer
+from vlmkit.data.sequence_packing import pack
+from vlmkit.data.stats import DataStats
+
+log = logging.getLogger(__name__)
+
+
+class MixtureSource(Protocol):
+    """What a mixture needs from a source (``ShardSource``, ``SyntheticSource``)."""
+
+    name: str
+    weight: float
+    max_length: int
+
+    def records(self, rank: int, world: int, seed: int, endless: bool) -> Iterator[Record | BadSample]:
+        """Reader ``rank`` of ``world``'s samples (bad ones as markers), endless or one pass."""
+        ...
+
+
+def reader_info() -> tuple[int, int, int]:
+    """``(reader, readers, worker)``: this process's global reader index, the number of readers, its worker id."""
+    node, nodes = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return node * workers + worker, nodes * workers, worker
+
+
+class MixtureStream(IterableDataset):
+    """Samples drawn from ``sources`` by weight, rendered by the matching renderer, optionally packed.
+
+    Args:
+        sources: The sources.
+        renderers: One renderer per source (its length budget and image size).
+        stats: Shared counters (one row per worker).
+        seed: Mixture seed: source draws, shard order, shuffle buffers, augmentation.
+        endless: Cycle through sources forever (training) or read each once (evaluation).
+        pack_length: Pack samples into rows of this many tokens; ``None``: one sample per row.
+        augment: Use training randomness (turn shuffling, image upscaling).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[MixtureSource],
+        renderers: Sequence[SampleRenderer],
+        stats: DataStats,
+        seed: int = 0,
+        endless: bool = True,
+        pack_length: int | None = None,
+        augment: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(sources) != len(renderers) or not sources:
+            raise ValueError("give one renderer per source, and at least one source")
+        self.sources = list(sources)
+        self.renderers = list(renderers)
+        self.stats = stats
+        self.seed = seed
+        self.endless = endless
+        self.pack_length = pack_length
+        self.augment = augment
+
+    def _samples(self) -> Iterator[dict[str, Any]]:
+        reader, readers, worker = reader_info()
+        streams = [iter(s.records(reader, readers, self.seed, self.endless)) for s in self.sources]
+        draw = random.Random(f"vlmkit.mixture:{self.seed}:{reader}")
+        augment = random.Random(f"vlmkit.augment:{self.seed}:{reader}") if self.augment else None
+        active = list(range(len(self.sources)))
+        while active:
+            i = draw.choices(active, weights=[self.sources[j].weight for j in active])[0] if self.endless else active[0]
+            source = self.sources[i]
+            try:
+                record = next(streams[i])
+            except StopIteration:
+                active.remove(i)
+                continue
+            try:
+                if isinstance(record, BadSample):
+                    raise record
+                sample = self.renderers[i](record, augment)
+            except BadSample as bad:
+                self.stats.add(worker, source.name, bad.reason)
+                log.warning("skipped a sample of %s: %s", source.name, bad)
+                continue
+            self.stats.add(worker, source.name, "ok")
+            if sample["dropped_images"]:
+                self.stats.add(worker, source.name, "dropped_images", sample["dropped_images"])
+            yield sample
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        samples = self._samples()
+        return pack(samples, self.pack_length) if self.pack_length else samples
