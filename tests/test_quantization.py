@@ -4,29 +4,19 @@ import bitsandbytes as bnb
 import pytest
 import torch
 from tiny_models import TINY_LM, TINY_SIGLIP
-from transformers import AutoModelForCausalLM
 
 from vlmkit.adapters import trainable_state_dict
 from vlmkit.connectors import MLPProjection
 from vlmkit.llm import TransformersCausalLM
-from vlmkit.llm.transformers_lm import build_transformers_config
 from vlmkit.model import VisionLanguageModel
 from vlmkit.quantization import bitsandbytes_config
 from vlmkit.training.module import answer_loss
 from vlmkit.vision import TransformersVisionEncoder
 
 
-@pytest.fixture(scope="module")
-def lm_path(tmp_path_factory):
+def _qlora_vlm(tiny_lm_path, quantization="nf4", mode="lora"):
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_lm")
-    AutoModelForCausalLM.from_config(build_transformers_config(TINY_LM)).save_pretrained(path)
-    return str(path)
-
-
-def _qlora_vlm(lm_path, quantization="nf4", mode="lora"):
-    torch.manual_seed(0)
-    lm = TransformersCausalLM(lm_path, tokenizer="synthetic", quantization=quantization, compute_dtype="float32")
+    lm = TransformersCausalLM(tiny_lm_path, tokenizer="synthetic", quantization=quantization, compute_dtype="float32")
     return VisionLanguageModel(
         TransformersVisionEncoder(config=TINY_SIGLIP),
         functools.partial(MLPProjection),
@@ -43,8 +33,8 @@ def _batch(vlm):
     return next(iter(dm.train_dataloader()))
 
 
-def test_qlora_step_changes_only_trainable_weights(lm_path):
-    vlm = _qlora_vlm(lm_path)
+def test_qlora_step_changes_only_trainable_weights(tiny_lm_path):
+    vlm = _qlora_vlm(tiny_lm_path)
     layer = vlm.language_model.model.model.layers[0].self_attn.q_proj
     assert isinstance(layer.base_layer, bnb.nn.Linear4bit)
     batch = _batch(vlm)
@@ -62,9 +52,9 @@ def test_qlora_step_changes_only_trainable_weights(lm_path):
     assert not any(k.endswith("base_layer.weight") and "language_model" in k for k in changed)
 
 
-def test_4bit_linear_weights_take_an_eighth_of_fp32(lm_path):
-    full = TransformersCausalLM(lm_path, tokenizer="synthetic")
-    quantized = TransformersCausalLM(lm_path, tokenizer="synthetic", quantization="nf4", compute_dtype="float32")
+def test_4bit_linear_weights_take_an_eighth_of_fp32(tiny_lm_path):
+    full = TransformersCausalLM(tiny_lm_path, tokenizer="synthetic")
+    quantized = TransformersCausalLM(tiny_lm_path, tokenizer="synthetic", quantization="nf4", compute_dtype="float32")
 
     def linear_bytes(model, cls):
         layers = [m for m in model.modules() if isinstance(m, cls)]
@@ -78,17 +68,17 @@ def test_4bit_linear_weights_take_an_eighth_of_fp32(lm_path):
     assert saving >= 0.8 * (fp32_bytes - nf4_bytes)
 
 
-def test_quantized_parts_cannot_train_fully_and_need_a_checkpoint(lm_path):
+def test_quantized_parts_cannot_train_fully_and_need_a_checkpoint(tiny_lm_path):
     with pytest.raises(ValueError, match="train_language_model='full' on a nf4-quantized part"):
-        _qlora_vlm(lm_path, mode="full")
+        _qlora_vlm(tiny_lm_path, mode="full")
     with pytest.raises(ValueError, match="quantization needs a checkpoint"):
         TransformersCausalLM(config=TINY_LM, tokenizer="synthetic", quantization="nf4")
     with pytest.raises(ValueError, match="quantization='nf3'"):
         bitsandbytes_config("nf3", torch.float32, "quantization")
 
 
-def test_int8_base_weights_load_for_lora(lm_path):
-    vlm = _qlora_vlm(lm_path, quantization="int8")
+def test_int8_base_weights_load_for_lora(tiny_lm_path):
+    vlm = _qlora_vlm(tiny_lm_path, quantization="int8")
     layer = vlm.language_model.model.model.layers[0].mlp.down_proj
     assert isinstance(layer.base_layer, bnb.nn.Linear8bitLt)
     assert layer.base_layer.weight.dtype == torch.int8

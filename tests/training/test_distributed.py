@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import TINY_LM, TINY_SIGLIP, build_tiny_vlm
+from tiny_models import TINY_SIGLIP, build_tiny_vlm
 
 from vlmkit.training.checkpoints import frozen_state_keys, load_model_weights
 
@@ -21,24 +21,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def lm_path(tmp_path_factory):
-    from transformers import AutoModelForCausalLM
-
-    from vlmkit.llm.transformers_lm import build_transformers_config
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_lm")
-    AutoModelForCausalLM.from_config(build_transformers_config(TINY_LM)).save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, lm_path):
+def runs(tmp_path_factory, tiny_lm_path):
     out = tmp_path_factory.mktemp("distributed")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [*command, str(WORKER), str(out), lm_path],
+        [*command, str(WORKER), str(out), tiny_lm_path],
         capture_output=True,
         text=True,
         timeout=400,
@@ -132,7 +120,7 @@ def test_fsdp2_with_lora_trains_only_adapters_and_new_rows_and_equals_ddp(runs):
     assert not moved & frozen_state_keys(vlm)  # frozen base weights (and the frozen encoder) never move
 
 
-def test_fsdp2_with_qlora_equals_ddp_and_keeps_4bit_weights(runs, lm_path):
+def test_fsdp2_with_qlora_equals_ddp_and_keeps_4bit_weights(runs, tiny_lm_path):
     from vlmkit.adapters import LoRA
     from vlmkit.connectors import MLPProjection
     from vlmkit.llm import TransformersCausalLM
@@ -148,7 +136,7 @@ def test_fsdp2_with_qlora_equals_ddp_and_keeps_4bit_weights(runs, lm_path):
     assert extras and all(".base_layer.weight." in k for k in extras) and not set(rank0) - set(ddp)
     assert _max_diff(rank0, {k: ddp[k] for k in rank0}) < 1e-5
     torch.manual_seed(0)
-    lm = TransformersCausalLM(lm_path, tokenizer="synthetic", quantization="nf4", compute_dtype="float32")
+    lm = TransformersCausalLM(tiny_lm_path, tokenizer="synthetic", quantization="nf4", compute_dtype="float32")
     init = VisionLanguageModel(
         TransformersVisionEncoder(config=TINY_SIGLIP), MLPProjection, lm, train_language_model=LoRA(rank=4, alpha=8)
     ).state_dict()
