@@ -49,7 +49,7 @@ def main(args: list[str] | None = None) -> None:
 
         export_idefics2_main(argv[1:])
         return
-    build_cli(argv)
+    build_cli(args)  # None: LightningCLI reads sys.argv itself
 
 
 if __name__ == "__main__":
