@@ -14,7 +14,9 @@ from vlmkit.training.module import VLMModule
 
 DESCRIPTION = (
     "vlmkit: build, train and evaluate vision-language models from swappable parts "
-    "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml"
+    "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml. "
+    "Also: `vlmkit data synth|build` (webdataset shards), `vlmkit export` (merged weights or adapters), "
+    "`vlmkit export-idefics2` (a transformers Idefics2 checkpoint); each has its own --help."
 )
 
 
