@@ -239,6 +239,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):
         results.append((vlm, loss.detach(), grads))
     (plain, loss, grads), (wrapped, loss_ckpt, grads_ckpt) = results
     assert set(plain.state_dict()) == set(wrapped.state_dict())  # checkpoint wrappers keep the keys
+    assert wrapped.block_classes() == plain.block_classes()  # the layer types, not the checkpoint wrapper
     wrappers = sum("checkpoint" in type(m).__name__.lower() for m in wrapped.modules())
     assert wrappers == 2 + 1 + 2  # vision layers, perceiver layer, decoder layers
     torch.testing.assert_close(loss_ckpt, loss)

@@ -111,6 +111,8 @@ def offline_overlay(args: list[str], tmp_path: Path) -> Path:
             init_args = {"name_or_path": None, "config": PUBLISHED[name], "attn_implementation": "sdpa"}
             if part == "language_model":
                 init_args["tokenizer"] = "synthetic"  # no download; the real one only adds 3 rows (Idefics2: 32003)
+            if vlm["init_args"][part]["init_args"].get("quantization"):
+                init_args["quantization"] = None  # bitsandbytes quantizes while loading weights: none on `meta`
             overlay_vlm["init_args"][part] = {"init_args": init_args}
     overlay = {
         "model": {"vlm": overlay_vlm},
@@ -186,3 +188,27 @@ def test_the_released_8b_config_gives_the_released_model():
         reference.lm_head
     )
     assert count_parameters(vlm) == count_parameters(reference) == 8_402_768_112
+
+
+@pytest.mark.integration
+def test_qlora_one_gpu_recipe_instantiates_at_full_size_on_meta(tmp_path, monkeypatch):
+    """``recipes/finetune/qlora_1gpu.yaml``: Mistral-7B in NF4 + LoRA, SigLIP frozen (no quantization on meta)."""
+    recipe = ROOT / "recipes" / "finetune" / "qlora_1gpu.yaml"
+    command = launch_command(recipe)
+    assert command[:2] == ["vlmkit", "fit"] and str(recipe.relative_to(ROOT)) in command
+    config = yaml.safe_load(recipe.read_text())
+    lm_args = config["model"]["vlm"]["init_args"]["language_model"]["init_args"]
+    assert lm_args["quantization"] == "nf4" and lm_args["compute_dtype"] == "bfloat16"
+    assert config["trainer"]["devices"] == 1 and config["model"]["save_trainable_only"] is True
+    monkeypatch.chdir(ROOT)
+    args = [*command[2:], "--config", str(offline_overlay(command[2:], tmp_path))]
+    with torch.device("meta"):
+        cli = build_cli(args, run=False)
+    vlm = cli.model.vlm
+    lora = sum(p.numel() for n, p in vlm.language_model.named_parameters() if "lora_" in n)
+    # rank 16 on q, k, v, o, gate, up, down of 32 layers: 16 * (in + out) summed = 41.9 M
+    assert lora == 32 * 16 * (2 * (4096 + 4096) + 2 * (4096 + 1024) + 3 * (4096 + 14336))
+    assert count_parameters(vlm.vision_encoder, trainable_only=True) == 0
+    trainable = count_parameters(vlm, trainable_only=True)
+    assert trainable == lora + count_parameters(vlm.connector) + 2 * 3 * 4096  # + the 3 new tokens' rows, in and out
+    assert 7.24e9 < count_parameters(vlm.language_model) - lora < 7.26e9

@@ -88,8 +88,9 @@ class VisionLanguageModel(nn.Module):
             trainable_tokens=_new_token_rows(language_model, tokenizer.convert_tokens_to_ids(list(VLM_SPECIAL_TOKENS))),
         )
         apply_trainability(self.fusion, train_fusion, "train_fusion")
+        self._block_classes = self.block_classes()  # before checkpoint wrappers hide the layer types
         if gradient_checkpointing:
-            apply_activation_checkpointing(self, self.block_classes())
+            apply_activation_checkpointing(self, self._block_classes)
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.stop_token_ids: tuple[int, ...] = tuple(
             t
@@ -107,6 +108,8 @@ class VisionLanguageModel(nn.Module):
 
         Sharding (FSDP) and activation-checkpointing policies are derived from these, never hard-coded per model.
         """
+        if getattr(self, "_block_classes", None) is not None:
+            return self._block_classes
         classes: list[type[nn.Module]] = []
         for part in (self.vision_encoder, self.connector, self.fusion, self.language_model):
             block = getattr(part, "block_class", None)
