@@ -4,11 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
+from vlmkit.data.collate import VLMCollator
 from vlmkit.data.formats import BadSample, Record
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.render import SampleRenderer, image_runs, truncate
 from vlmkit.data.sources import synthetic_record
-from vlmkit.text.template import IGNORE_INDEX
+from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, SplitImage, Turn
 
 TOKENS_PER_IMAGE = 5
 
@@ -95,3 +96,109 @@ def test_text_only_conversations_and_turn_shuffling(tokenizer):
     assert len(orders) == 2
     assert len({tuple(renderer(tokenizer, 512, shuffle_turns=False)(multi, random.Random(s))["input_ids"].tolist())
                 for s in range(8)}) == 1  # fmt: skip
+
+
+def tiny_renderer(vlm, max_length, **kwargs):
+    encoder = vlm.vision_encoder
+    processor = ImageProcessor(encoder.patch_size, encoder.image_mean, encoder.image_std, 32, 16)
+    return SampleRenderer(vlm.tokenizer, processor, vlm.num_image_tokens, max_length, **kwargs)
+
+
+def assert_fits_the_model(vlm, sample):
+    """The model's own check: placeholders == visual tokens of the kept pixel tensors (raises otherwise)."""
+    batch = VLMCollator(vlm.tokenizer.pad_token_id, vlm.vision_encoder.patch_size)([sample])
+    mask = batch["input_ids"] == vlm.image_token_id
+    vlm._check_placeholders(mask, batch.get("pixel_values"), batch.get("patch_mask"))
+    return batch
+
+
+def assert_no_partial_block(cut, spans):
+    assert all(end <= cut or start >= cut for start, end in spans), (cut, spans)
+
+
+@pytest.mark.parametrize("crop_markers", [True, False])
+def test_truncation_keeps_split_and_unsplit_images_whole(tiny_vlm, crop_markers):
+    # split, unsplit, split, unsplit images mixed in one document: every cut keeps whole blocks only
+    template = ChatTemplate(tiny_vlm.tokenizer, train_on="all", crop_markers=crop_markers)
+    layouts = [SplitImage(4), 4, SplitImage(4), 4]
+    turns = [Turn("text", [seg for i in range(4) for seg in (f"picture {i}", {"type": "image"})] + ["the end"])]
+    full = template.encode(turns, layouts)
+    views = [5, 1, 5, 1]
+    assert [sum(t == tiny_vlm.image_token_id for t in full.input_ids[s:e]) for s, e in full.image_spans] == [
+        4 * v for v in views
+    ]
+    pixels = torch.zeros(sum(views), 3, 16, 16)  # 2x2 patches -> 4 perceiver tokens each
+    for max_length in range(2, len(full.input_ids) + 1):
+        cut, kept = truncate(full.input_ids, full.labels, max_length, tiny_vlm.image_token_id, full.image_spans)
+        assert cut <= max_length
+        assert_no_partial_block(cut, full.image_spans)
+        assert kept == sum(end <= cut for _, end in full.image_spans)
+        ids = torch.tensor([full.input_ids[:cut]])
+        tiny_vlm._check_placeholders(ids == tiny_vlm.image_token_id, pixels[: sum(views[:kept])], None)
+    if crop_markers:  # the split block opens with <fake> before "<row_1_col_1>": a cut there drops the fake too
+        start, end = full.image_spans[0]
+        assert full.input_ids[start] == template.fake_token_id
+        assert truncate(full.input_ids, full.labels, start + 2, tiny_vlm.image_token_id, full.image_spans)[0] == start
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("crop_markers", [True, False])
+def test_split_samples_truncate_to_whole_groups_that_fit_the_model(tiny_vlm, crop_markers):
+    record = document()
+    split = tiny_renderer(tiny_vlm, 10_000, image_splitting=1.0, crop_markers=crop_markers)
+    full = split(record, random.Random(0))
+    assert len(full["pixel_values"]) == 3 * 5
+    full_ids = full["input_ids"].tolist()
+    spans = split.templates[False].encode(*_turns_and_layouts(split, record)).image_spans
+    checked_forward = False
+    for max_length in range(2, len(full_ids) + 1):
+        try:
+            sample = tiny_renderer(tiny_vlm, max_length, image_splitting=1.0, crop_markers=crop_markers)(
+                record, random.Random(0)
+            )
+        except BadSample as bad:  # no text left before the first image block
+            assert bad.reason == "too_long"
+            continue
+        ids = sample["input_ids"].tolist()
+        assert len(ids) <= max_length and ids == full_ids[: len(ids)]
+        assert_no_partial_block(len(ids), spans)
+        kept = 3 - sample["dropped_images"]
+        assert len(sample["pixel_values"]) == 5 * kept
+        for mine, reference in zip(sample["pixel_values"], full["pixel_values"]):
+            assert torch.equal(mine, reference)
+        batch = assert_fits_the_model(tiny_vlm, sample)
+        if kept == 2 and not checked_forward:  # one real forward pass through a truncated split sample
+            with torch.no_grad():
+                logits = tiny_vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                                  batch["patch_mask"]).logits  # fmt: skip
+            assert torch.isfinite(logits).all()
+            checked_forward = True
+    assert checked_forward
+
+
+def _turns_and_layouts(renderer, record):
+    from vlmkit.data.formats import to_turns
+
+    turns, _ = to_turns(record, "caption", None)
+    views = [renderer.image_processor.process(image, split=True) for image in record.images]
+    return turns, [SplitImage(renderer.num_image_tokens(v[-1].shape[1], v[-1].shape[2])) for v in views]
+
+
+def test_image_splitting_draws_per_sample_in_training_and_follows_the_flag_in_evaluation(tiny_vlm):
+    record = document(2)
+    half = tiny_renderer(tiny_vlm, 10_000, image_splitting=0.5)
+    rng = random.Random(0)
+    counts = [len(half(record, rng)["pixel_values"]) for _ in range(200)]
+    assert set(counts) == {2, 10}  # all images of a sample split together, crops + whole image
+    assert 0.4 < counts.count(10) / len(counts) < 0.6
+    split = tiny_renderer(tiny_vlm, 10_000, image_splitting=1.0)(record, random.Random(0))["pixel_values"]
+    for i, image in enumerate(record.images):  # each image's 4 crops (row-major), then the image, in text order
+        expected = half.image_processor.process(image, split=True)
+        assert all(torch.equal(mine, ref) for mine, ref in zip(split[5 * i : 5 * i + 5], expected, strict=True))
+    assert len(half(record)["pixel_values"]) == 2  # evaluation: image_splitting does not apply
+    assert len(tiny_renderer(tiny_vlm, 10_000, image_splitting=1.0)(record)["pixel_values"]) == 2
+    assert len(tiny_renderer(tiny_vlm, 10_000, eval_image_splitting=True)(record)["pixel_values"]) == 10
+    never = tiny_renderer(tiny_vlm, 10_000)
+    assert torch.equal(never(record, random.Random(5))["input_ids"], half(record)["input_ids"])
+    with pytest.raises(ValueError, match="image_splitting"):
+        tiny_renderer(tiny_vlm, 64, image_splitting=1.5)

@@ -1,4 +1,5 @@
 import hashlib
+import random
 import types
 
 import lightning as L
@@ -7,7 +8,7 @@ import torch
 
 from vlmkit.data.shard_datamodule import MixtureDataModule
 from vlmkit.data.shards import ShardItem, write_shards
-from vlmkit.data.sources import SyntheticSource
+from vlmkit.data.sources import SyntheticSource, synthetic_record
 from vlmkit.data.webdataset_source import ShardSource
 from vlmkit.training import VLMModule
 
@@ -65,6 +66,27 @@ def test_default_sources_are_synthetic_and_val_reads_once(tiny_vlm):
     assert dm.val_stats.totals() == {"synthetic_pdf/ok": 5}
 
 
+def test_image_splitting_is_set_per_source_and_batches_fit_the_model(shard_dirs, tiny_vlm):
+    sizes = {"max_length": 192, "max_image_size": 32, "min_image_size": 16}
+    pairs = ShardSource(str(shard_dirs["pair"]), "pair", shuffle_buffer=8, **sizes)
+    chats = ShardSource(str(shard_dirs["conversation"]), "conversation", shuffle_buffer=8, image_splitting=1.0, **sizes)
+    val = SyntheticSource("conversation", num_samples=4, eval_image_splitting=True, **sizes)
+    dm = MixtureDataModule([pairs, chats], val_sources=[val], batch_size=2, pack_length=192, crop_markers=False)
+    dm.connect(tiny_vlm)
+    chat = next(r for r in chats.records(0, 1, 0, endless=False) if r.images)
+    pair = next(iter(pairs.records(0, 1, 0, endless=False)))
+    assert len(dm.renderer(chats, train=True)(chat, random.Random(0))["pixel_values"]) == 5  # 4 crops + the image
+    assert len(dm.renderer(pairs, train=True)(pair, random.Random(0))["pixel_values"]) == 1  # pretraining: unsplit
+    assert len(dm.renderer(chats, train=False)(chat)["pixel_values"]) == 1  # evaluation: eval_image_splitting
+    text = tiny_vlm.tokenizer.decode(dm.renderer(chats, train=True)(chat, random.Random(0))["input_ids"])
+    assert "<row_" not in text and "<global-img>" not in text  # crop_markers=False: Idefics2's layout
+    batch = next(iter(dm.train_dataloader()))
+    with torch.no_grad():
+        assert torch.isfinite(VLMModule(tiny_vlm)(batch).logits).all()
+    val_images = sum(len(synthetic_record("conversation", 0, i).images) for i in range(4))
+    assert sum(b["pixel_values"].shape[0] for b in dm.val_dataloader() if "pixel_values" in b) == 5 * val_images
+
+
 def test_too_many_bad_samples_stop_the_run_with_the_counts(tmp_path, tiny_vlm):
     items = [ShardItem(f"k{i}", {"images": ["0.png"], "text": "x"}, [("0.png", b"broken")]) for i in range(20)]
     write_shards(items, tmp_path, "pdf")
@@ -86,6 +108,10 @@ def test_arguments_are_checked():
     with pytest.raises(ValueError, match="min_image_size=64 exceeds max_image_size=32"):
         ShardSource("shards/shard-{0..3}.tar", "pdf", max_image_size=32, min_image_size=64)
     assert ShardSource("shards/shard-{0..3}.tar", "pdf", max_image_size=64).min_image_size == 64  # 378, capped
+    for source in (ShardSource, SyntheticSource):
+        args = ("shards/shard-{0..3}.tar", "pdf") if source is ShardSource else ("pdf",)
+        with pytest.raises(ValueError, match="image_splitting must be in"):
+            source(*args, image_splitting=-0.1)
 
 
 class Recorder(L.Callback):

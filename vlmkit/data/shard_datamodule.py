@@ -62,7 +62,7 @@ class MixtureDataModule(L.LightningDataModule):
     """Mix sources by weight, render, pack, batch; count and log skipped samples.
 
     Args:
-        sources: Training sources with their ``weight``, ``max_length`` and image sizes
+        sources: Training sources with their ``weight``, ``max_length``, image sizes and ``image_splitting``
             (default: synthetic pairs, PDFs, interleaved documents and conversations, equal weights).
         val_sources: Validation sources, each read once per validation (default: none).
         batch_size: Rows per batch (packed rows when ``pack_length`` is set).
@@ -73,6 +73,9 @@ class MixtureDataModule(L.LightningDataModule):
         truncation: Too-long samples: ``drop_images`` (cut before the first image that does not fit)
             or ``drop_sample``.
         upscale_probability: Chance that a training image is randomly scaled up first.
+        crop_markers: Mark the crops of split images (the sources' ``image_splitting``) with
+            ``<row_i_col_j>``/``<global-img>`` (Idefics3's layout); ``False``: Idefics2's layout (five plain image
+            blocks in a row, what ``vlmkit export-idefics2 --image_splitting`` and Idefics2's processor give).
         max_bad_fraction: Stop with an error once more than this fraction of read samples was skipped.
         min_samples_for_bad_fraction: Samples to read before ``max_bad_fraction`` is enforced.
         log_every_n_batches: Log the counters (``data/<source>/<reason>``, ``data/<source>/share``) this often.
@@ -88,6 +91,7 @@ class MixtureDataModule(L.LightningDataModule):
         pack_length: int | None = None,
         truncation: Truncation = "drop_images",
         upscale_probability: float = 0.0,
+        crop_markers: bool = True,
         max_bad_fraction: float = 0.05,
         min_samples_for_bad_fraction: int = 100,
         log_every_n_batches: int = 50,
@@ -113,6 +117,7 @@ class MixtureDataModule(L.LightningDataModule):
         self.pack_length = pack_length
         self.truncation = truncation
         self.upscale_probability = upscale_probability
+        self.crop_markers = crop_markers
         self.max_bad_fraction = max_bad_fraction
         self.min_samples_for_bad_fraction = min_samples_for_bad_fraction
         self.log_every_n_batches = log_every_n_batches
@@ -160,6 +165,9 @@ class MixtureDataModule(L.LightningDataModule):
             source.caption_field,
             source.shuffle_turns,
             self.truncation,
+            image_splitting=source.image_splitting,
+            eval_image_splitting=source.eval_image_splitting,
+            crop_markers=self.crop_markers,
         )
 
     def _loader(self, train: bool) -> StatefulDataLoader:

@@ -124,6 +124,9 @@ class SyntheticSource:
         min_image_size: Target shortest processed image side for this source.
         caption_field: For pairs, which caption to train on.
         shuffle_turns: Shuffle the question/answer pairs of multi-turn conversations.
+        image_splitting: Chance that a training sample of this source has its images split into 4 crops + the
+            whole image (paper section 4.2: 0.5 for instruction data; pretraining splits nothing).
+        eval_image_splitting: Split every image when this source is a validation source.
         seed: Stream seed (sample ``i`` is fixed by it).
         num_samples: Samples per pass; training cycles through passes endlessly.
     """
@@ -137,6 +140,8 @@ class SyntheticSource:
         min_image_size: int = 32,
         caption_field: CaptionField = "caption",
         shuffle_turns: bool = True,
+        image_splitting: float = 0.0,
+        eval_image_splitting: bool = False,
         seed: int = 0,
         num_samples: int = 100_000,
     ) -> None:
@@ -146,6 +151,8 @@ class SyntheticSource:
             raise ValueError(f"weight must be > 0, got {weight}")
         if min_image_size > max_image_size:
             raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
+        if not 0.0 <= image_splitting <= 1.0:
+            raise ValueError(f"image_splitting must be in [0, 1], got {image_splitting}")
         self.format = format
         self.weight = weight
         self.max_length = max_length
@@ -153,6 +160,8 @@ class SyntheticSource:
         self.min_image_size = min_image_size
         self.caption_field = caption_field
         self.shuffle_turns = shuffle_turns
+        self.image_splitting = image_splitting
+        self.eval_image_splitting = eval_image_splitting
         self.seed = seed
         self.num_samples = num_samples
 

@@ -141,6 +141,9 @@ class ShardSource:
         resampled: Draw shards with replacement forever, per reader (no disjointness); else each pass
             reads every shard once, split across readers.
         max_aspect_ratio: Images more elongated than this are skipped (e.g. 20000x20).
+        image_splitting: Chance that a training sample of this source has its images split into 4 crops + the
+            whole image (paper section 4.2: 0.5 for instruction data; pretraining splits nothing).
+        eval_image_splitting: Split every image when this source is a validation source.
         name: Name in logs; defaults to the format.
     """
 
@@ -158,6 +161,8 @@ class ShardSource:
         shuffle_shards: bool = True,
         resampled: bool = False,
         max_aspect_ratio: float = 16.0,
+        image_splitting: float = 0.0,
+        eval_image_splitting: bool = False,
         name: str | None = None,
     ) -> None:
         if format not in FORMATS:
@@ -166,6 +171,8 @@ class ShardSource:
             raise ValueError(f"weight must be > 0, got {weight}")
         if min_image_size is not None and min_image_size > max_image_size:
             raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
+        if not 0.0 <= image_splitting <= 1.0:
+            raise ValueError(f"image_splitting must be in [0, 1], got {image_splitting}")
         recorded = manifest_format(urls)
         if recorded is not None and recorded != format:
             raise ValueError(f"ShardSource(format={format!r}) but the manifest of {urls!r} says {recorded!r}")
@@ -181,6 +188,8 @@ class ShardSource:
         self.shuffle_shards = shuffle_shards
         self.resampled = resampled
         self.max_aspect_ratio = max_aspect_ratio
+        self.image_splitting = image_splitting
+        self.eval_image_splitting = eval_image_splitting
         self.name = name or format
 
     def _shards(self, rank: int, world: int, seed: int, endless: bool) -> Iterator[tuple[int, list[str]]]:

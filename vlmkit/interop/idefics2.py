@@ -18,6 +18,7 @@ from torch import nn
 
 from vlmkit.interop.idefics2_config import idefics2_config, idefics2_skeleton
 from vlmkit.interop.idefics2_processing import Idefics2ProcessorSettings
+from vlmkit.llm.transformers_lm import parse_dtype
 from vlmkit.model import VisionLanguageModel
 from vlmkit.trainability import Trainability
 
@@ -110,7 +111,7 @@ def import_idefics2(
         raise ValueError(f"{path_or_name!r} holds a {config.model_type!r} checkpoint, not 'idefics2'")
     settings = Idefics2ProcessorSettings.from_pretrained(path_or_name)
     reference = Idefics2ForConditionalGeneration.from_pretrained(
-        path_or_name, dtype=_dtype(torch_dtype) or "auto", use_safetensors=True, trust_remote_code=False
+        path_or_name, dtype=parse_dtype(torch_dtype) or "auto", use_safetensors=True, trust_remote_code=False
     )
     with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
         vlm = idefics2_skeleton(config, tokenizer=path_or_name, attn_implementation=attn_implementation)
@@ -215,12 +216,3 @@ def _merge_adapters(vlm: nn.Module) -> None:
         merge_adapters(vlm)
     if has_adapters(vlm):
         raise ValueError("adapters are left in the model after merge_adapters; cannot export plain weights")
-
-
-def _dtype(name: str | None) -> torch.dtype | None:
-    if name is None:
-        return None
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"torch_dtype={name!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
-    return dtype

@@ -17,7 +17,8 @@ from vlmkit.quantization import Quantization, bitsandbytes_config
 from vlmkit.text.tokenizer import load_tokenizer
 
 
-def _torch_dtype(name: str | None) -> torch.dtype | None:
+def parse_dtype(name: str | None) -> torch.dtype | None:
+    """The ``torch.dtype`` named ``name`` (``"bfloat16"``, ``"float32"``); ``None`` stays ``None``."""
     if name is None:
         return None
     dtype = getattr(torch, name, None)
@@ -86,13 +87,13 @@ class TransformersCausalLM(nn.Module):
             raise ValueError("tokenizer is required when the model is built from config (e.g. tokenizer='synthetic')")
         if quantization is not None and name_or_path is None:
             raise ValueError("quantization needs a checkpoint (name_or_path): weights are quantized as they load")
-        dtype = _torch_dtype(torch_dtype)
+        dtype = parse_dtype(torch_dtype)
         self.quantization = quantization
         self.tokenizer = load_tokenizer(tokenizer or name_or_path)
         if name_or_path is not None:
             extra = {}
             if quantization is not None:
-                compute = _torch_dtype(compute_dtype)
+                compute = parse_dtype(compute_dtype)
                 config_ = bitsandbytes_config(quantization, compute, "language_model.quantization")
                 extra = {"quantization_config": config_}
                 dtype = dtype or compute

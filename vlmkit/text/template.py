@@ -59,10 +59,19 @@ ImageTokens = int | SplitImage
 
 @dataclass(frozen=True)
 class Encoded:
-    """A rendered conversation: ``input_ids`` and ``labels`` have equal length."""
+    """A rendered conversation: ``input_ids`` and ``labels`` have equal length.
+
+    Attributes:
+        input_ids: Token ids.
+        labels: Training labels (``-100`` where untrained).
+        image_spans: Per image, ``(start, end)`` (end exclusive) of its whole block in ``input_ids``: its fake
+            tokens, crop markers and placeholders (every view of a split image). An opening fake token shared
+            with the previous image belongs to the previous block.
+    """
 
     input_ids: list[int]
     labels: list[int]
+    image_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
 class ChatTemplate:
@@ -115,7 +124,7 @@ class ChatTemplate:
             add_generation_prompt: End with ``Assistant:`` so a model can answer.
 
         Returns:
-            The token ids and labels (``-100`` except on trained tokens).
+            The token ids, labels (``-100`` except on trained tokens) and each image's block span.
 
         Raises:
             ValueError: If the number of image segments differs from
@@ -123,6 +132,7 @@ class ChatTemplate:
         """
         ids: list[int] = []
         labels: list[int] = []
+        spans: list[tuple[int, int]] = []
         images_seen = 0
 
         def emit(tokens: list[int], trained: bool) -> None:
@@ -145,7 +155,9 @@ class ChatTemplate:
                         raise ValueError(
                             f"conversation has more image segments than images given ({len(image_token_counts)})"
                         )
+                    start = len(ids)
                     emit(self._image_block(image_token_counts[images_seen], ids), False)
+                    spans.append((start, len(ids)))
                     images_seen += 1
                 else:
                     # The answer follows "Assistant:" after one space, as in Idefics2.
@@ -161,7 +173,7 @@ class ChatTemplate:
             )
         if add_generation_prompt:
             emit(self._text(self.prefixes["assistant"]), False)
-        return Encoded(ids, labels)
+        return Encoded(ids, labels, spans)
 
     def _image_block(self, layout: ImageTokens, ids: list[int]) -> list[int]:
         """Placeholders of one image; a fake token already ending ``ids`` is shared."""
