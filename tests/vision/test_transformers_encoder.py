@@ -256,3 +256,17 @@ def test_forward_errors(encoders):
     holes[0, 0, 0] = False
     with pytest.raises(ValueError, match="top-left rectangle"):
         encoder(torch.zeros(1, 3, 32, 32), holes)
+
+
+def test_siglip_pooling_head_is_dropped_and_old_state_dicts_still_load():
+    from tiny_models import TINY_SIGLIP
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    encoder = TransformersVisionEncoder(config=TINY_SIGLIP)
+    assert not any(".head." in k or k.startswith("backbone.head") for k in encoder.state_dict())
+    config = SiglipVisionConfig(**{k: v for k, v in TINY_SIGLIP.items() if k != "model_type"})
+    with_head = {f"backbone.{k}": v for k, v in SiglipVisionModel(config).state_dict().items()}
+    assert any(k.startswith("backbone.head.") for k in with_head)
+    encoder.load_state_dict(with_head)  # strict: the head's keys are dropped, every other key must match
+    key = "backbone.post_layernorm.weight"
+    assert torch.equal(encoder.state_dict()[key], with_head[key])

@@ -132,6 +132,7 @@ class TransformersVisionEncoder(nn.Module):
         if getattr(self.backbone, "head", None) is not None:  # SigLIP's pooling head: unused by patch features
             del self.backbone.head  # (unused weights break DDP and FSDP optimizer state)
             self.backbone.use_head = False
+            self._register_load_state_dict_pre_hook(_drop_pooling_head)  # state dicts saved with the head still load
         backbone_config = self.backbone.config
         self.model_type: str = model_type
         self.hidden_size: int = backbone_config.hidden_size
@@ -304,6 +305,11 @@ def _build_backbone(
     if missing:
         raise ValueError(f"Checkpoint {name_or_path!r} lacks vision weights: {missing[:8]}")
     return model, model_type
+
+
+def _drop_pooling_head(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "backbone.head.")]:
+        del state_dict[key]
 
 
 def _check_supported(model_type: str | None) -> None:
