@@ -48,6 +48,12 @@ class VisionLanguageModel(nn.Module):
             (``L`` = the sample's real length); 0 disables it. Eval is never noised.
         gradient_checkpointing: Recompute the activations of every repeated block
             (:meth:`block_classes`) in the backward pass instead of storing them.
+        chat_template: The Jinja chat template of the model's text format, when it comes from a checkpoint
+            (``import_idefics2`` passes the checkpoint's): processors then render conversations exactly as
+            transformers' processor does with it. ``None``: vlmkit's own layout (:class:`~vlmkit.text.ChatTemplate`).
+        stop_token_ids: Tokens that end generation by default; ``None``: ``<end_of_utterance>`` and the
+            tokenizer's EOS (``import_idefics2`` passes the checkpoint's ``generation_config`` EOS list plus
+            ``<end_of_utterance>``).
 
     Example:
         >>> connector = functools.partial(PerceiverResampler, num_latents=64)
@@ -66,6 +72,8 @@ class VisionLanguageModel(nn.Module):
         train_fusion: Trainability = "full",
         neftune_alpha: float = 0.0,
         gradient_checkpointing: bool = False,
+        chat_template: str | None = None,
+        stop_token_ids: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.vision_encoder = vision_encoder
@@ -92,11 +100,10 @@ class VisionLanguageModel(nn.Module):
         if gradient_checkpointing:
             apply_activation_checkpointing(self, self._block_classes)
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        self.stop_token_ids: tuple[int, ...] = tuple(
-            t
-            for t in (tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN), tokenizer.eos_token_id)
-            if t is not None
-        )
+        self.chat_template = chat_template
+        if stop_token_ids is None:
+            stop_token_ids = (tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN), tokenizer.eos_token_id)
+        self.stop_token_ids: tuple[int, ...] = tuple(dict.fromkeys(t for t in stop_token_ids if t is not None))
 
     @property
     def tokenizer(self):

@@ -292,3 +292,163 @@ def test_tied_embeddings_stay_tied(tmp_path):
         expected, got = reference(**batch).logits, _vlmkit_logits(vlm, batch)
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=0)
+
+
+def _damaged_copy(checkpoint, tmp_path, edit):
+    """A copy of the tiny checkpoint whose ``model.safetensors`` went through ``edit(state_dict)``."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "damaged"
+    shutil.copytree(checkpoint[0], path)
+    tensors = load_file(path / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    return str(path)
+
+
+_PROJECTION = "model.connector.modality_projection.gate_proj.weight"
+
+
+def _delete_lm_head(tensors):
+    del tensors["lm_head.weight"]
+
+
+def _rename_projection(tensors):
+    tensors[_PROJECTION.replace("gate_proj", "gate_projection")] = tensors.pop(_PROJECTION)
+
+
+def _add_extra(tensors):
+    tensors["model.connector.extra.weight"] = torch.zeros(3)
+
+
+def _reshape_latents(tensors):
+    tensors["model.connector.perceiver_resampler.latents"] = torch.zeros(5, 64)
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (_delete_lm_head, ["1 model weights are not in the checkpoint: lm_head.weight"]),
+        (
+            _rename_projection,
+            [
+                "1 checkpoint tensors map to no model weight: model.connector.modality_projection.gate_projection.weight",
+                f"1 model weights are not in the checkpoint: {_PROJECTION}",
+            ],
+        ),
+        (_add_extra, ["1 checkpoint tensors map to no model weight: model.connector.extra.weight"]),
+        (_reshape_latents, ["model.connector.perceiver_resampler.latents (5, 64) (the model's is (8, 64))"]),
+    ],
+    ids=["deleted", "renamed", "extra", "wrong_shape"],
+)
+def test_import_fails_naming_each_damaged_tensor(checkpoint, tmp_path, edit, named):
+    """transformers would re-initialise a missing weight at random and load anyway; vlmkit refuses."""
+    path = _damaged_copy(checkpoint, tmp_path, edit)
+    with pytest.raises(ValueError, match="does not match its Idefics2 config") as error:
+        import_idefics2(path)
+    for text in named:
+        assert text in str(error.value)
+
+
+def test_import_names_every_damage_at_once(checkpoint, tmp_path):
+    def edit(tensors):
+        for damage in (_delete_lm_head, _rename_projection, _add_extra, _reshape_latents):
+            damage(tensors)
+        del tensors["model.text_model.norm.weight"]
+
+    with pytest.raises(ValueError) as error:
+        import_idefics2(_damaged_copy(checkpoint, tmp_path, edit))
+    message = str(error.value)
+    assert "2 checkpoint tensors map to no model weight" in message
+    missing = f"3 model weights are not in the checkpoint: lm_head.weight, {_PROJECTION}, model.text_model.norm.weight"
+    assert missing in message
+    assert "1 tensors have the wrong shape" in message
+
+
+def test_import_accepts_the_rotary_buffer_of_old_checkpoints(checkpoint, tmp_path, imported):
+    """transformers ignores a saved ``rotary_emb.inv_freq``; it is computed from the config, as without it."""
+
+    def edit(tensors):
+        tensors["model.text_model.rotary_emb.inv_freq"] = torch.full((8,), 7.0)
+
+    vlm = import_idefics2(_damaged_copy(checkpoint, tmp_path, edit), train_language_model="full")
+    rotary = "language_model.model.model.rotary_emb.inv_freq"
+    assert torch.equal(dict(vlm.named_buffers())[rotary], dict(imported.named_buffers())[rotary])
+
+
+def test_import_reads_sharded_checkpoints(checkpoint, imported, tmp_path):
+    reference, _ = save_tiny_idefics2(tmp_path, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").exists() and len(list(tmp_path.glob("*.safetensors"))) > 2
+    vlm = import_idefics2(str(tmp_path), train_vision_encoder="full", train_language_model="full")
+    got = vlm.state_dict()
+    for key, value in imported.state_dict().items():  # the same seed: the same weights as the single file
+        assert torch.equal(got[key], value), key
+
+
+def test_import_fails_on_a_shard_that_lacks_a_listed_tensor(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_tiny_idefics2(tmp_path, max_shard_size="100KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shard = index["weight_map"]["lm_head.weight"]
+    tensors = load_file(tmp_path / shard)
+    del tensors["lm_head.weight"]
+    save_file(tensors, tmp_path / shard, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=f"lm_head.weight is listed under {shard} but that shard does not hold it"):
+        import_idefics2(str(tmp_path))
+
+
+def test_tied_checkpoint_without_lm_head_imports_and_a_different_one_fails(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_tiny_idefics2(tmp_path, tie_word_embeddings=True)
+    tensors = load_file(tmp_path / "model.safetensors")
+    assert "lm_head.weight" not in tensors  # tied: transformers does not save it
+    vlm = import_idefics2(str(tmp_path), train_language_model="full")
+    lm = vlm.language_model.model
+    assert lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
+    tensors["lm_head.weight"] = tensors["model.text_model.embed_tokens.weight"] + 1
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="holds a different lm_head.weight"):
+        import_idefics2(str(tmp_path))
+
+
+def test_text_vocabulary_smaller_than_the_tokenizer_is_vlmkit_s_error(checkpoint, tmp_path):
+    from transformers import AutoTokenizer
+
+    path = tmp_path / "more_tokens"
+    shutil.copytree(checkpoint[0], path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.add_tokens(["<new_a>", "<new_b>"])
+    tokenizer.save_pretrained(path)
+    with pytest.raises(ValueError, match=r"more than the checkpoint's text vocab_size=\d+"):
+        import_idefics2(str(path))
+
+
+def test_generation_stops_follow_the_checkpoint_generation_config(checkpoint, tmp_path):
+    path = tmp_path / "stops"
+    shutil.copytree(checkpoint[0], path)
+    generation = json.loads((path / "generation_config.json").read_text())
+    generation["eos_token_id"] = [2, 7]
+    (path / "generation_config.json").write_text(json.dumps(generation))
+    vlm = import_idefics2(str(path))
+    end_of_utterance = vlm.tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN)
+    assert vlm.stop_token_ids == (2, 7, end_of_utterance)
+
+
+def test_export_logs_changes_to_the_eos_list_and_pad_token(checkpoint, tmp_path, caplog):
+    path = tmp_path / "source"
+    shutil.copytree(checkpoint[0], path)
+    generation = json.loads((path / "generation_config.json").read_text())
+    generation["pad_token_id"] = 0
+    (path / "generation_config.json").write_text(json.dumps(generation))
+    vlm = import_idefics2(str(path), train_language_model="full")
+    with caplog.at_level("WARNING", logger="vlmkit.interop.idefics2"):
+        export_idefics2(vlm, tmp_path / "exported")
+    end_of_utterance = vlm.tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(f"eos_token_id is [2, {end_of_utterance}]" in m and "had 2" in m for m in messages), messages
+    pad = vlm.tokenizer.pad_token_id
+    assert any(f"pad_token_id is {pad}" in m and "had 0" in m for m in messages), messages
+    written = json.loads((tmp_path / "exported" / "generation_config.json").read_text())
+    assert written["eos_token_id"] == [2, end_of_utterance] and written["pad_token_id"] == pad

@@ -9,8 +9,19 @@ PATCH = 8
 LATENTS = 8
 
 
-def save_tiny_idefics2(path, splitting: bool = False, seed: int = 0, tie_word_embeddings: bool = False):
-    """Save a tiny ``Idefics2ForConditionalGeneration`` with its processor to ``path``; return (model, processor)."""
+def save_tiny_idefics2(
+    path,
+    splitting: bool = False,
+    seed: int = 0,
+    tie_word_embeddings: bool = False,
+    tokenizer=None,
+    max_shard_size: str | None = None,
+):
+    """Save a tiny ``Idefics2ForConditionalGeneration`` with its processor to ``path``; return (model, processor).
+
+    ``tokenizer`` (default: the synthetic one) must not hold the image tokens yet: the processor adds them.
+    ``max_shard_size`` saves the weights as shards with a ``model.safetensors.index.json``.
+    """
     from transformers import (
         Idefics2Config,
         Idefics2ForConditionalGeneration,
@@ -21,7 +32,8 @@ def save_tiny_idefics2(path, splitting: bool = False, seed: int = 0, tie_word_em
     from vlmkit.interop import IDEFICS2_CHAT_TEMPLATE
     from vlmkit.text.tokenizer import build_synthetic_tokenizer
 
-    tokenizer = build_synthetic_tokenizer()  # without the image tokens: the processor adds 3
+    if tokenizer is None:
+        tokenizer = build_synthetic_tokenizer()  # without the image tokens: the processor adds 3
     image_processor = Idefics2ImageProcessor(
         do_image_splitting=splitting, size={"shortest_edge": 24, "longest_edge": 48}
     )
@@ -68,7 +80,7 @@ def save_tiny_idefics2(path, splitting: bool = False, seed: int = 0, tie_word_em
     with torch.no_grad():  # random weights everywhere (the latents start at ones, the norms at 1)
         for param in model.parameters():
             param.copy_(torch.randn_like(param) * (0.5 if param.ndim == 1 else param.shape[-1] ** -0.5))
-    model.save_pretrained(path)
+    model.save_pretrained(path, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     processor.save_pretrained(path)
     return model, processor
 

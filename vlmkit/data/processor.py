@@ -32,6 +32,8 @@ class VLMProcessor:
         num_image_tokens: ``(height, width) -> placeholders`` for one processed image.
         train_on: ``"assistant"`` for answer-only loss, ``"all"`` for every text token.
         crop_markers: Mark the crops of split images with ``<row_i_col_j>``/``<global-img>``.
+        chat_template: A checkpoint's Jinja chat template (an imported model's ``chat_template``): conversations
+            then get exactly the token ids of transformers' processor; ``None``: vlmkit's layout.
     """
 
     def __init__(
@@ -41,11 +43,14 @@ class VLMProcessor:
         num_image_tokens: Callable[[int, int], int],
         train_on: Literal["assistant", "all"] = "assistant",
         crop_markers: bool = True,
+        chat_template: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.num_image_tokens = num_image_tokens
-        self.template = ChatTemplate(tokenizer, train_on=train_on, crop_markers=crop_markers)
+        self.template = ChatTemplate(
+            tokenizer, train_on=train_on, crop_markers=crop_markers, chat_template=chat_template
+        )
 
     @classmethod
     def from_model(
@@ -54,11 +59,16 @@ class VLMProcessor:
         max_image_size: int = 980,
         min_image_size: int = 378,
         train_on: Literal["assistant", "all"] = "assistant",
-        crop_markers: bool = True,
+        crop_markers: bool | None = None,
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
     ) -> VLMProcessor:
-        """The processor matching ``model``'s tokenizer, encoder normalisation and token layout."""
+        """The processor matching ``model``'s tokenizer, encoder normalisation and text layout.
+
+        A model imported from a checkpoint renders with the checkpoint's chat template (``model.chat_template``).
+        ``crop_markers=None`` marks the crops of split images in vlmkit's layout and not for an imported model
+        (Idefics2's processor has no markers).
+        """
         encoder = model.vision_encoder
         image_processor = ImageProcessor(
             encoder.patch_size,
@@ -69,7 +79,10 @@ class VLMProcessor:
             upscale_probability=upscale_probability,
             max_upscale=max_upscale,
         )
-        return cls(model.tokenizer, image_processor, model.num_image_tokens, train_on, crop_markers)
+        chat_template = getattr(model, "chat_template", None)
+        if crop_markers is None:
+            crop_markers = chat_template is None
+        return cls(model.tokenizer, image_processor, model.num_image_tokens, train_on, crop_markers, chat_template)
 
     def __call__(
         self,

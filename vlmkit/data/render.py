@@ -105,6 +105,8 @@ class SampleRenderer:
             ``SyntheticVQADataModule(eval_image_splitting=...)``; ``image_splitting`` does not apply to them.
         crop_markers: Mark the crops of split images with ``<row_i_col_j>``/``<global-img>`` (Idefics3's
             layout); ``False``: Idefics2's layout (five plain image blocks in a row).
+        chat_template: A checkpoint's Jinja chat template (an imported model's): its text, token for token as
+            transformers' processor renders it; ``None``: vlmkit's layout.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class SampleRenderer:
         image_splitting: float = 0.0,
         eval_image_splitting: bool = False,
         crop_markers: bool = True,
+        chat_template: str | None = None,
     ) -> None:
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
@@ -135,8 +138,13 @@ class SampleRenderer:
         self.image_splitting = image_splitting
         self.eval_image_splitting = eval_image_splitting
         self.templates = {
-            True: ChatTemplate(tokenizer, train_on="assistant", crop_markers=crop_markers),
-            False: ChatTemplate(tokenizer, train_on="all", crop_markers=crop_markers),
+            answer_only: ChatTemplate(
+                tokenizer,
+                train_on="assistant" if answer_only else "all",
+                crop_markers=crop_markers,
+                chat_template=chat_template,
+            )
+            for answer_only in (True, False)
         }
         self.image_token_id = self.templates[True].image_token_id
 

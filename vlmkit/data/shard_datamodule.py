@@ -76,6 +76,8 @@ class MixtureDataModule(L.LightningDataModule):
         crop_markers: Mark the crops of split images (the sources' ``image_splitting``) with
             ``<row_i_col_j>``/``<global-img>`` (Idefics3's layout); ``False``: Idefics2's layout (five plain image
             blocks in a row, what ``vlmkit export-idefics2 --image_splitting`` and Idefics2's processor give).
+            ``None``: markers for vlmkit's own text layout, none for a model imported with its checkpoint's chat
+            template (whose text, including the split layout, is then transformers' processor's).
         max_bad_fraction: Stop with an error once more than this fraction of read samples was skipped.
         min_samples_for_bad_fraction: Samples to read before ``max_bad_fraction`` is enforced.
         log_every_n_batches: Log the counters (``data/<source>/<reason>``, ``data/<source>/share``) this often.
@@ -91,7 +93,7 @@ class MixtureDataModule(L.LightningDataModule):
         pack_length: int | None = None,
         truncation: Truncation = "drop_images",
         upscale_probability: float = 0.0,
-        crop_markers: bool = True,
+        crop_markers: bool | None = None,
         max_bad_fraction: float = 0.05,
         min_samples_for_bad_fraction: int = 100,
         log_every_n_batches: int = 50,
@@ -149,6 +151,7 @@ class MixtureDataModule(L.LightningDataModule):
         if self.model is None:
             raise RuntimeError("call setup() or connect(vlm) before asking for data")
         encoder = self.model.vision_encoder
+        chat_template = getattr(self.model, "chat_template", None)
         processor = ImageProcessor(
             encoder.patch_size,
             encoder.image_mean,
@@ -167,7 +170,8 @@ class MixtureDataModule(L.LightningDataModule):
             self.truncation,
             image_splitting=source.image_splitting,
             eval_image_splitting=source.eval_image_splitting,
-            crop_markers=self.crop_markers,
+            crop_markers=self.crop_markers if self.crop_markers is not None else chat_template is None,
+            chat_template=chat_template,
         )
 
     def _loader(self, train: bool) -> StatefulDataLoader:

@@ -10,17 +10,31 @@ of ``<fake_token_around_image>``, ``<image>`` and ``<end_of_utterance>`` are the
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from vlmkit.interop.idefics2_config import idefics2_config, idefics2_skeleton
-from vlmkit.interop.idefics2_processing import Idefics2ProcessorSettings
+from vlmkit.interop.idefics2_processing import (
+    IDEFICS2_CHAT_TEMPLATE,
+    Idefics2ProcessorSettings,
+    checkpoint_chat_template,
+    checkpoint_generation_config,
+    checkpoint_stop_token_ids,
+)
+from vlmkit.interop.safetensors_checkpoint import SafetensorsCheckpoint
 from vlmkit.llm.transformers_lm import parse_dtype
 from vlmkit.model import VisionLanguageModel
 from vlmkit.trainability import Trainability
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["export_idefics2", "idefics2_to_vlmkit_keys", "import_idefics2", "vlmkit_to_idefics2_keys"]
 
@@ -82,10 +96,19 @@ def import_idefics2(
 ) -> VisionLanguageModel:
     """Build a :class:`VisionLanguageModel` from a transformers Idefics2 checkpoint, every weight mapped.
 
-    The parts are built from the checkpoint's configs (vision tower with Idefics2's bucketed positions, perceiver
-    with the MLP modality projection, fully autoregressive fusion, the text model), then all weights are loaded
-    strictly. The tokenizer is the checkpoint's, so the image token ids are its own; the encoder's normalisation
-    is set from the image processor config (see :class:`Idefics2ProcessorSettings` for the other image settings).
+    The parts are built from the checkpoint's configs on the ``meta`` device (vision tower with Idefics2's bucketed
+    positions, perceiver with the MLP modality projection, fully autoregressive fusion, the text model). The
+    safetensors files (one, or the shards of ``model.safetensors.index.json``) are then matched against the model
+    from their headers before anything loads: every checkpoint tensor must map to a model weight of its shape and
+    every model weight must be in the checkpoint (``lm_head.weight`` may be absent when the config ties it to the
+    embeddings), otherwise the import fails naming all of them. No weight is ever initialised at random. Key layouts
+    of checkpoints saved by transformers 4 and 5 are the same for Idefics2 (transformers 5 has no conversion mapping
+    for ``idefics2``, ``mistral`` or its vision tower).
+
+    The tokenizer is the checkpoint's, so the image token ids are its own; the encoder's normalisation is set from
+    the image processor config (see :class:`Idefics2ProcessorSettings` for the other image settings). The model
+    keeps the checkpoint's chat template (``vlm.chat_template``: processors render exactly transformers' text) and
+    stops generating at its ``generation_config`` EOS tokens plus ``<end_of_utterance>``.
     Usable from YAML as ``vlm: {class_path: vlmkit.interop.import_idefics2, init_args: {path_or_name: ...}}``.
 
     Args:
@@ -102,25 +125,33 @@ def import_idefics2(
 
     Raises:
         ValueError: If the checkpoint is not an Idefics2 checkpoint, its tokenizer and config disagree on the
-            image token id or the vocabulary, or a weight is missing or unexpected (named).
+            image token id or the vocabulary, or its tensors do not match the model (every unmapped, missing and
+            misshapen tensor named).
+        FileNotFoundError: If the checkpoint has no safetensors weights.
     """
-    from transformers import AutoConfig, Idefics2ForConditionalGeneration
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path_or_name, trust_remote_code=False)
     if config.model_type != "idefics2":
         raise ValueError(f"{path_or_name!r} holds a {config.model_type!r} checkpoint, not 'idefics2'")
+    checkpoint = SafetensorsCheckpoint.open(path_or_name)
     settings = Idefics2ProcessorSettings.from_pretrained(path_or_name)
-    reference = Idefics2ForConditionalGeneration.from_pretrained(
-        path_or_name, dtype=parse_dtype(torch_dtype) or "auto", use_safetensors=True, trust_remote_code=False
-    )
     with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
         vlm = idefics2_skeleton(config, tokenizer=path_or_name, attn_implementation=attn_implementation)
-    _load_strict(vlm, idefics2_to_vlmkit_keys(reference.state_dict()), path_or_name)
-    _take_buffers(vlm, idefics2_to_vlmkit_keys(dict(reference.named_buffers())), path_or_name)
-    del reference
-    if config.text_config.tie_word_embeddings:  # loaded as two parameters: one again
-        vlm.language_model.model.tie_weights()
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    names = _match_checkpoint(vlm, checkpoint, tied)
+    state_dict = {names[key]: value for key, value in checkpoint.load(names, parse_dtype(torch_dtype)).items()}
+    lm = vlm.language_model.model
+    if tied:
+        _tie_output_embeddings(state_dict, lm, checkpoint.source)
+    vlm.load_state_dict(state_dict, strict=True, assign=True)
+    _init_non_persistent_buffers(vlm, checkpoint.source)
+    if tied:  # loaded as two parameters: one again
+        lm.tie_weights()
     vlm.vision_encoder.image_mean, vlm.vision_encoder.image_std = settings.image_mean, settings.image_std
+    generation_config = checkpoint_generation_config(path_or_name)
+    if generation_config is not None:
+        lm.generation_config = generation_config  # what export compares its generation config with
     return VisionLanguageModel(  # composed again from the loaded parts: adapters wrap the checkpoint's weights
         vlm.vision_encoder,
         vlm.connector,
@@ -130,6 +161,8 @@ def import_idefics2(
         train_language_model=train_language_model,
         neftune_alpha=neftune_alpha,
         gradient_checkpointing=gradient_checkpointing,
+        chat_template=checkpoint_chat_template(path_or_name),
+        stop_token_ids=checkpoint_stop_token_ids(generation_config, vlm.tokenizer),
     )
 
 
@@ -170,42 +203,143 @@ def export_idefics2(
     state_dict = {key: value.detach().contiguous() for key, value in state_dict.items()}
     save_torch_state_dict(state_dict, output_dir, max_shard_size=max_shard_size, safe_serialization=True)
     tokenizer = vlm.tokenizer
-    stops = [t for t in (tokenizer.eos_token_id, *vlm.stop_token_ids) if t is not None]
-    GenerationConfig(  # generate() stops where vlmkit's does: EOS or <end_of_utterance>
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=sorted(set(stops)), pad_token_id=tokenizer.pad_token_id
-    ).save_pretrained(output_dir)
+    generation_config = GenerationConfig(  # generate() stops where vlmkit's does: EOS and <end_of_utterance>
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=list(vlm.stop_token_ids),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    _log_generation_changes(getattr(vlm.language_model.model, "generation_config", None), generation_config)
+    generation_config.save_pretrained(output_dir)
+    if vlm.chat_template is None:
+        logger.warning(
+            "export: the model was trained on vlmkit's own chat layout (`User:` directly followed by the text, no "
+            "space after an image block); the exported processor renders Idefics2's chat template, whose text "
+            "differs in these spaces (import with vlmkit.interop.import_idefics2 to fine-tune on Idefics2's text)"
+        )
     settings = settings or Idefics2ProcessorSettings(
         image_mean=vlm.vision_encoder.image_mean, image_std=vlm.vision_encoder.image_std
     )
-    settings.processor(copy.deepcopy(tokenizer), image_seq_len=vlm.connector.num_latents).save_pretrained(output_dir)
+    processor = settings.processor(
+        copy.deepcopy(tokenizer), vlm.connector.num_latents, vlm.chat_template or IDEFICS2_CHAT_TEMPLATE
+    )
+    processor.save_pretrained(output_dir)
 
 
-def _load_strict(vlm: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load every weight of ``vlm`` from ``state_dict``; anything missing or left over is an error."""
-    expected = set(vlm.state_dict())
-    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"{source}: {len(missing)} vlmkit weights have no checkpoint weight (e.g. {missing[:6]}) and "
-            f"{len(unexpected)} checkpoint weights have no vlmkit weight (e.g. {unexpected[:6]})"
+def _log_generation_changes(source: GenerationConfig | None, written: GenerationConfig) -> None:
+    """Log where the exported generation config's EOS list or pad token differ from the model's own."""
+    if source is None:
+        return
+
+    def as_set(ids: int | list[int] | None) -> set[int]:
+        return {ids} if isinstance(ids, int) else set(ids or [])
+
+    if as_set(source.eos_token_id) != as_set(written.eos_token_id):
+        logger.warning(
+            "export: generation_config eos_token_id is %s (the tokens vlmkit stops at: EOS and <end_of_utterance>); "
+            "the model's generation config had %s",
+            written.eos_token_id,
+            source.eos_token_id,
         )
-    with torch.no_grad():
-        for name, tensor in vlm.state_dict().items():
-            if tensor.shape != state_dict[name].shape:
-                raise ValueError(
-                    f"{source}: {name} has shape {tuple(state_dict[name].shape)}, vlmkit expects {tuple(tensor.shape)}"
-                )
-    vlm.load_state_dict(state_dict, strict=True, assign=True)
+    if source.pad_token_id != written.pad_token_id:
+        logger.warning(
+            "export: generation_config pad_token_id is %s (the tokenizer's pad token); the model's generation "
+            "config had %s",
+            written.pad_token_id,
+            source.pad_token_id,
+        )
 
 
-def _take_buffers(vlm: nn.Module, buffers: dict[str, torch.Tensor], source: str) -> None:
-    """Fill the buffers that are not in a state dict (e.g. rotary ``inv_freq``) from the checkpoint's model."""
-    for name, buffer in list(vlm.named_buffers()):
-        if buffer.is_meta:
-            if name not in buffers:
-                raise ValueError(f"{source}: no value for the vlmkit buffer {name}")
-            module_name, _, buffer_name = name.rpartition(".")
-            vlm.get_submodule(module_name)._buffers[buffer_name] = buffers[name]
+def _match_checkpoint(vlm: nn.Module, checkpoint: SafetensorsCheckpoint, tied: bool) -> dict[str, str]:
+    """Checkpoint tensor name -> vlmkit weight name, for every tensor; raise naming every mismatch.
+
+    Tensors of the model's non-persistent buffers (rotary ``inv_freq`` of old checkpoints) are accepted and not
+    loaded: the buffers are computed from the config, as transformers does.
+    """
+    expected = {name: tuple(tensor.shape) for name, tensor in vlm.state_dict().items()}
+    buffers = {
+        f"{module_name}.{name}" if module_name else name
+        for module_name, module in vlm.named_modules()
+        for name in module._non_persistent_buffers_set
+    }
+    lm_head = _vlmkit_name("lm_head.weight")
+    names, unmapped, misshapen = {}, [], []
+    for key, shape in sorted(checkpoint.shapes.items()):
+        ours = _vlmkit_name(key)
+        if ours in buffers:
+            continue
+        if ours not in expected:
+            unmapped.append(key)
+        elif shape != expected[ours]:
+            misshapen.append(f"{key} {shape} (the model's is {expected[ours]})")
+        else:
+            names[key] = ours
+    found = set(names.values()) | {_vlmkit_name(key) for key in checkpoint.shapes}
+    missing = sorted(_idefics2_name(name) for name in expected if name not in found and not (tied and name == lm_head))
+    problems = [
+        f"{len(items)} {what}: {', '.join(items)}"
+        for items, what in (
+            (unmapped, "checkpoint tensors map to no model weight"),
+            (missing, "model weights are not in the checkpoint"),
+            (misshapen, "tensors have the wrong shape"),
+        )
+        if items
+    ]
+    if problems:
+        raise ValueError(
+            f"{checkpoint.source} does not match its Idefics2 config (nothing was loaded): " + "; ".join(problems)
+        )
+    return names
+
+
+def _tie_output_embeddings(state_dict: dict[str, torch.Tensor], lm: nn.Module, source: str) -> None:
+    """Fill the tied ``lm_head.weight`` with the embeddings.
+
+    A different ``lm_head.weight`` in the checkpoint is an error (transformers would silently not tie them).
+    """
+    lm_head, embeddings = _vlmkit_name("lm_head.weight"), _vlmkit_name("model.text_model.embed_tokens.weight")
+    if lm_head in state_dict and not torch.equal(state_dict[lm_head], state_dict[embeddings]):
+        raise ValueError(
+            f"{source}: the config ties lm_head.weight to model.text_model.embed_tokens.weight "
+            "(tie_word_embeddings=true) but the checkpoint holds a different lm_head.weight; set "
+            "tie_word_embeddings=false in config.json or remove the tensor"
+        )
+    state_dict[lm_head] = state_dict[embeddings]
+
+
+def _init_non_persistent_buffers(vlm: nn.Module, source: str) -> None:
+    """Compute the buffers no checkpoint holds (rotary ``inv_freq``) with transformers' own initialisation."""
+    from transformers import PreTrainedModel
+
+    owners = {name: module for name, module in vlm.named_modules() if isinstance(module, PreTrainedModel)}
+    for name, module in vlm.named_modules():
+        meta = [key for key, buffer in module._buffers.items() if buffer is not None and buffer.is_meta]
+        if not meta:
+            continue
+        owner = max((o for o in owners if name.startswith(f"{o}.") or not o), key=len, default=None)
+        if owner is None or next(module.parameters(recurse=False), None) is not None:
+            raise ValueError(f"{source}: no value for the vlmkit buffers {[f'{name}.{key}' for key in meta]}")
+        for key in meta:
+            module._buffers[key] = torch.full_like(module._buffers[key], float("nan"), device="cpu")
+        owners[owner]._init_weights(module)
+        unset = [key for key in meta if module._buffers[key].isnan().any()]
+        if unset:
+            raise ValueError(f"{source}: transformers does not initialise the buffers {name}.{unset}")
+
+
+def _vlmkit_name(key: str) -> str | None:
+    """The vlmkit name of an Idefics2 weight name; ``None`` if no part has its prefix."""
+    for hf, ours in _PREFIXES:
+        if key.startswith(hf):
+            return ours + key.removeprefix(hf)
+    return None
+
+
+def _idefics2_name(name: str) -> str:
+    """The Idefics2 name of a vlmkit weight name of an Idefics2-shaped model."""
+    for hf, ours in _PREFIXES:
+        if name.startswith(ours):
+            return hf + name.removeprefix(ours)
+    return name
 
 
 def _merge_adapters(vlm: nn.Module) -> None:

@@ -76,8 +76,10 @@ def idefics2_skeleton(
         rms_norm_eps=perceiver.rms_norm_eps,
         activation=perceiver.hidden_act,
     )
+    # transformers ties lm_head to the embeddings by the top-level flag (Idefics2ForConditionalGeneration's config)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
     lm = TransformersCausalLM(
-        config=text.to_diff_dict() | {"model_type": text.model_type},
+        config=text.to_diff_dict() | {"model_type": text.model_type, "tie_word_embeddings": tied},
         tokenizer=tokenizer,
         attn_implementation=attn_implementation,
     )

@@ -18,14 +18,21 @@ import torch
 from vlmkit.data.image_processing import ImageProcessor
 
 if TYPE_CHECKING:
-    from transformers import Idefics2Processor, PreTrainedTokenizerBase
+    from transformers import GenerationConfig, Idefics2Processor, PreTrainedTokenizerBase
 
     from vlmkit.data.processor import VLMProcessor
     from vlmkit.model import VisionLanguageModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IDEFICS2_CHAT_TEMPLATE", "Idefics2ProcessorSettings", "from_idefics2_inputs"]
+__all__ = [
+    "IDEFICS2_CHAT_TEMPLATE",
+    "Idefics2ProcessorSettings",
+    "checkpoint_chat_template",
+    "checkpoint_generation_config",
+    "checkpoint_stop_token_ids",
+    "from_idefics2_inputs",
+]
 
 IDEFICS2_CHAT_TEMPLATE = (
     "{% for message in messages %}{{message['role'].capitalize()}}"
@@ -34,8 +41,9 @@ IDEFICS2_CHAT_TEMPLATE = (
     "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
-"""The chat template shipped with HuggingFaceM4/idefics2-8b (``User:``/``Assistant:`` turns ending with
-``<end_of_utterance>``, the layout vlmkit's ``ChatTemplate`` renders), saved with exported processors."""
+"""The chat template shipped with HuggingFaceM4/idefics2-8b (its ``processor_config.json``): ``User:``/``Assistant:``
+turns ending with ``<end_of_utterance>\n``, ``": "`` after the role unless the turn starts with an image. Saved with
+exported processors, and used for imported checkpoints that have no chat template of their own."""
 
 
 @dataclass(frozen=True)
@@ -100,13 +108,25 @@ class Idefics2ProcessorSettings:
         return ImageProcessor(patch_size, self.image_mean, self.image_std, self.max_image_size, self.min_image_size)
 
     def vlm_processor(self, vlm: VisionLanguageModel) -> VLMProcessor:
-        """The ``VLMProcessor`` for ``vlm`` with these settings and Idefics2's plain split layout."""
+        """The ``VLMProcessor`` for ``vlm`` with these settings and Idefics2's plain split layout.
+
+        The text layout is ``vlm``'s: for an imported checkpoint its chat template, so the token ids are those of
+        transformers' ``Idefics2Processor``.
+        """
         from vlmkit.data.processor import VLMProcessor
 
         image_processor = self.image_processor(vlm.vision_encoder.patch_size)
-        return VLMProcessor(vlm.tokenizer, image_processor, vlm.num_image_tokens, crop_markers=False)
+        return VLMProcessor(
+            vlm.tokenizer,
+            image_processor,
+            vlm.num_image_tokens,
+            crop_markers=False,
+            chat_template=getattr(vlm, "chat_template", None),
+        )
 
-    def processor(self, tokenizer: PreTrainedTokenizerBase, image_seq_len: int) -> Idefics2Processor:
+    def processor(
+        self, tokenizer: PreTrainedTokenizerBase, image_seq_len: int, chat_template: str = IDEFICS2_CHAT_TEMPLATE
+    ) -> Idefics2Processor:
         """The transformers ``Idefics2Processor`` with these settings (``tokenizer`` may gain Idefics2's tokens)."""
         from transformers import Idefics2ImageProcessor, Idefics2Processor
 
@@ -116,9 +136,55 @@ class Idefics2ProcessorSettings:
             image_mean=list(self.image_mean),
             image_std=list(self.image_std),
         )
-        return Idefics2Processor(
-            image_processor, tokenizer, image_seq_len=image_seq_len, chat_template=IDEFICS2_CHAT_TEMPLATE
+        return Idefics2Processor(image_processor, tokenizer, image_seq_len=image_seq_len, chat_template=chat_template)
+
+
+def checkpoint_chat_template(path_or_name: str) -> str:
+    """The chat template ``processor.apply_chat_template`` uses for a checkpoint.
+
+    That is its processor's, else its tokenizer's, else :data:`IDEFICS2_CHAT_TEMPLATE` (logged).
+    """
+    from transformers import AutoProcessor, AutoTokenizer
+
+    for auto in (AutoProcessor, AutoTokenizer):
+        try:
+            template = getattr(auto.from_pretrained(path_or_name, trust_remote_code=False), "chat_template", None)
+        except (OSError, ValueError):
+            continue
+        if isinstance(template, str):
+            return template
+    logger.warning("%s has no chat template: rendering conversations with Idefics2's", path_or_name)
+    return IDEFICS2_CHAT_TEMPLATE
+
+
+def checkpoint_generation_config(path_or_name: str) -> GenerationConfig | None:
+    """The checkpoint's ``generation_config.json``; ``None`` if it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path_or_name)
+    except OSError:
+        return None
+
+
+def checkpoint_stop_token_ids(
+    generation_config: GenerationConfig | None, tokenizer: PreTrainedTokenizerBase
+) -> tuple[int, ...]:
+    """Where generation of an imported checkpoint stops.
+
+    At the generation config's EOS tokens (the tokenizer's EOS without one, logged) and at ``<end_of_utterance>``,
+    which ends every turn of Idefics2's chat template.
+    """
+    from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN
+
+    eos = generation_config.eos_token_id if generation_config is not None else None
+    if eos is None:
+        logger.warning(
+            "no generation_config EOS tokens: generation stops at the tokenizer's EOS and %s", END_OF_UTTERANCE_TOKEN
         )
+        eos = tokenizer.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return tuple(dict.fromkeys([*eos, tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN)]))
 
 
 def from_idefics2_inputs(

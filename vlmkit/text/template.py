@@ -4,6 +4,8 @@ Each text segment is tokenized on its own and the ids are concatenated, so the
 label mask comes from the template's own token spans (never from searching the
 decoded string). Images expand to Idefics2's placeholder block; consecutive
 images share the ``<fake_token_around_image>`` between them, as in Idefics2.
+A model imported from a checkpoint renders with the checkpoint's own Jinja chat
+template instead (``chat_template``), token for token as transformers' processor.
 """
 
 from __future__ import annotations
@@ -75,16 +77,25 @@ class Encoded:
 
 
 class ChatTemplate:
-    """Render conversations in Idefics2's ``User:`` / ``Assistant:`` layout with ``<end_of_utterance>``.
+    r"""Render conversations in Idefics2's ``User:`` / ``Assistant:`` layout with ``<end_of_utterance>``.
+
+    vlmkit's own layout (``chat_template=None``) is ``User:<image block>text<end_of_utterance>\nAssistant: answer``:
+    the role prefix is followed directly by the turn's first segment, and text follows an image block directly.
+    With a checkpoint's ``chat_template`` (Idefics2: ``User: text`` after a text-first turn's prefix, a space after
+    an image block, BOS only if the tokenizer adds it), the ids equal transformers' ``apply_chat_template`` followed
+    by the checkpoint's processor (see :mod:`vlmkit.text.checkpoint_template`).
 
     Args:
         tokenizer: Tokenizer holding the VLM special tokens (see ``load_tokenizer``).
-        add_bos: Start every sequence with the tokenizer's BOS token when it has one.
+        add_bos: vlmkit's layout: start every sequence with the tokenizer's BOS token when it has one. With a
+            ``chat_template``, BOS follows the tokenizer (its ``add_bos_token``), as in transformers.
         train_on: Which tokens get labels: ``"assistant"`` (answer-only loss, for
             instruction data) or ``"all"`` (every text token, for captions/documents).
         crop_markers: Mark each crop of a split image with ``<row_i_col_j>`` and the whole
             image with ``<global-img>`` (Idefics3's layout), so the model can tell crops apart;
             ``False`` gives Idefics2's layout (five plain image blocks in a row).
+        chat_template: A checkpoint's Jinja chat template (``VisionLanguageModel.chat_template`` of an imported
+            model); ``None``: vlmkit's layout. Needs a fast tokenizer.
     """
 
     prefixes: Mapping[str, str] = {"system": "System:", "user": "User:", "assistant": "Assistant:", "text": ""}
@@ -96,11 +107,13 @@ class ChatTemplate:
         add_bos: bool = True,
         train_on: Literal["assistant", "all"] = "assistant",
         crop_markers: bool = True,
+        chat_template: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.add_bos = add_bos
         self.train_on = train_on
         self.crop_markers = crop_markers
+        self.chat_template = chat_template
         ids = tokenizer.convert_tokens_to_ids([IMAGE_TOKEN, FAKE_IMAGE_TOKEN, END_OF_UTTERANCE_TOKEN])
         if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
             raise ValueError("tokenizer lacks the VLM special tokens; load it with vlmkit.text.load_tokenizer")
@@ -130,6 +143,19 @@ class ChatTemplate:
             ValueError: If the number of image segments differs from
                 ``len(image_token_counts)``, or a segment or role is malformed.
         """
+        if self.chat_template is not None:
+            from vlmkit.text.checkpoint_template import encode_with_chat_template
+
+            _check_turns(turns, len(image_token_counts), self.prefixes)
+            return encode_with_chat_template(
+                self.tokenizer,
+                self.chat_template,
+                turns,
+                image_token_counts,
+                add_generation_prompt,
+                self.train_on,
+                self.crop_markers,
+            )
         ids: list[int] = []
         labels: list[int] = []
         spans: list[tuple[int, int]] = []
@@ -192,6 +218,23 @@ class ChatTemplate:
             block += self._text("\n")
         block += [*self._text("\n"), fake, *self._text("<global-img>"), *[image] * layout.tokens_per_image, fake]
         return block
+
+
+def _check_turns(turns: Sequence[Turn], num_images: int, roles: Mapping[str, str]) -> None:
+    """The checks of :meth:`ChatTemplate.encode` (roles, images only in non-assistant turns, image count)."""
+    images = 0
+    for turn in turns:
+        if turn.role not in roles:
+            raise ValueError(f"unknown role {turn.role!r}; expected one of {sorted(roles)}")
+        for segment in turn.content:
+            if _parse_segment(segment)[0] == "image":
+                if turn.role == "assistant":
+                    raise ValueError("assistant turns cannot contain images")
+                images += 1
+                if images > num_images:
+                    raise ValueError(f"conversation has more image segments than images given ({num_images})")
+    if images != num_images:
+        raise ValueError(f"conversation has {images} image segments but {num_images} images were given")
 
 
 def _parse_segment(segment: Segment) -> tuple[Literal["text", "image"], str]:
