@@ -332,7 +332,7 @@ def _reshape_latents(tensors):
         (
             _rename_projection,
             [
-                "1 checkpoint tensors map to no model weight: model.connector.modality_projection.gate_projection.weight",
+                "1 checkpoint tensors map to no model weight: " + _PROJECTION.replace("gate_proj", "gate_projection"),
                 f"1 model weights are not in the checkpoint: {_PROJECTION}",
             ],
         ),
@@ -413,15 +413,22 @@ def test_tied_checkpoint_without_lm_head_imports_and_a_different_one_fails(tmp_p
         import_idefics2(str(tmp_path))
 
 
-def test_text_vocabulary_smaller_than_the_tokenizer_is_vlmkit_s_error(checkpoint, tmp_path):
+@pytest.mark.parametrize("change", ["config_vocabulary_shrunk", "tokenizer_grown"])
+def test_text_vocabulary_smaller_than_the_tokenizer_is_vlmkit_s_error(checkpoint, tmp_path, change):
+    """Checked from the configs before any weight loads (transformers would fail first on the weights' shapes)."""
     from transformers import AutoTokenizer
 
     path = tmp_path / "more_tokens"
     shutil.copytree(checkpoint[0], path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.add_tokens(["<new_a>", "<new_b>"])
-    tokenizer.save_pretrained(path)
-    with pytest.raises(ValueError, match=r"more than the checkpoint's text vocab_size=\d+"):
+    if change == "tokenizer_grown":
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.add_tokens(["<new_a>", "<new_b>"])
+        tokenizer.save_pretrained(path)
+    else:
+        config = json.loads((path / "config.json").read_text())
+        config["text_config"]["vocab_size"] -= 2
+        (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"has \d+ tokens \(with the image tokens\), more than the checkpoint's text"):
         import_idefics2(str(path))
 
 
