@@ -226,6 +226,14 @@ def test_packing_refuses_alibi_families(model_type, config):
     assert lm(embeds).logits.shape[1] == 4  # unpacked it runs
 
 
+def test_packing_refuses_a_model_that_takes_no_position_ids(monkeypatch):
+    lm = family_lm("llama")
+    monkeypatch.setattr(lm.model, "forward", lambda inputs_embeds=None, attention_mask=None, **kwargs: None)
+    embeds = lm.get_input_embeddings()(torch.tensor([[1, 2, 3, 4]]))
+    with pytest.raises(ValueError, match="LlamaForCausalLM cannot run packed rows: its forward takes no position_ids"):
+        lm(embeds, position_ids=torch.tensor([[0, 1, 0, 1]]), segment_ids=torch.tensor([[0, 0, 1, 1]]))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(
     not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None, reason="needs CUDA and flash_attn"
