@@ -16,6 +16,35 @@ TINY_LM = {
     "max_position_embeddings": 512,
     "vocab_size": 512,
 }
+_COMMON = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "vocab_size": 300,
+}
+LM_FAMILIES = {
+    # model_type: (tiny config, decoder layer class, where the family keeps its layers)
+    "llama": ({**_COMMON, "num_key_value_heads": 2}, "LlamaDecoderLayer", "model.layers"),
+    "mistral": ({**_COMMON, "num_key_value_heads": 2}, "MistralDecoderLayer", "model.layers"),
+    "qwen2": ({**_COMMON, "num_key_value_heads": 2}, "Qwen2DecoderLayer", "model.layers"),
+    "gemma": ({**_COMMON, "num_key_value_heads": 2, "head_dim": 8}, "GemmaDecoderLayer", "model.layers"),
+    "phi": (_COMMON, "PhiDecoderLayer", "model.layers"),
+    "phi3": (
+        {**_COMMON, "num_key_value_heads": 2, "pad_token_id": 0, "eos_token_id": 0},
+        "Phi3DecoderLayer",
+        "model.layers",
+    ),
+    "gpt2": (
+        {"n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0},
+        "GPT2Block",
+        "transformer.h",
+    ),
+    "gpt_neox": ({**_COMMON, "eos_token_id": 0}, "GPTNeoXLayer", "gpt_neox.layers"),
+    "opt": ({**_COMMON, "ffn_dim": 64}, "OPTDecoderLayer", "model.decoder.layers"),
+    "falcon": (_COMMON, "FalconDecoderLayer", "transformer.h"),
+}
+"""Tiny configs (width 32, 2 layers, vocabulary grown to the synthetic tokenizer's) of causal LM families."""
 TINY_SIGLIP = {
     "model_type": "siglip_vision_model",
     "hidden_size": 48,

@@ -11,6 +11,7 @@ lists are needed. Adapters merge back into plain weights for export (:func:`merg
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -62,13 +63,21 @@ class LoRA:
         return f"{kind}(rank={self.rank}, alpha={self.alpha}, dropout={self.dropout}, targets={self.target_modules!r})"
 
 
+def _linear_types() -> tuple[type[nn.Module], ...]:
+    """Layer types LoRA adapts: ``nn.Linear`` and transformers' ``Conv1D`` (GPT-2's transposed linear layers)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return nn.Linear, Conv1D
+
+
 def target_module_names(module: nn.Module, targets: str | Sequence[str]) -> list[str]:
-    """Qualified names of the linear layers of ``module`` that ``targets`` selects.
+    """Qualified names of the linear layers (``nn.Linear``, GPT-2's ``Conv1D``) of ``module`` that ``targets`` selects.
 
     Raises:
         ValueError: If nothing matches (a misspelt suffix would otherwise train nothing).
     """
-    linear = {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear) and name}
+    types = _linear_types()
+    linear = {name: m for name, m in module.named_modules() if isinstance(m, types) and name}
     if targets == ALL_LINEAR:
         names = list(linear)
     elif targets == ALL_BLOCK_LINEAR:
@@ -97,14 +106,20 @@ def inject_lora(module: nn.Module, settings: LoRA, trainable_tokens: dict[str, l
     from peft import LoraConfig, inject_adapter_in_model
 
     module.requires_grad_(False)
+    names = target_module_names(module, settings.target_modules)
+    conv1d = _linear_types()[1]
+    transposed = any(isinstance(module.get_submodule(name), conv1d) for name in names)
     config = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=target_module_names(module, settings.target_modules),
+        target_modules=names,
         use_dora=settings.use_dora,
+        fan_in_fan_out=transposed,  # Conv1D stores [in, out]; peft sets it per layer where both kinds are targeted
     )
-    inject_adapter_in_model(config, module)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")  # peft's per-layer correction
+        inject_adapter_in_model(config, module)
     if trainable_tokens:
         add_trainable_rows(module, trainable_tokens)
 

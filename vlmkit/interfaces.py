@@ -68,7 +68,11 @@ class LanguageModel(Protocol):
     """A decoder-only causal LM driven by input embeddings.
 
     ``forward(inputs_embeds [b, s, d], attention_mask [b, s], position_ids, cache,
-    use_cache) -> transformers CausalLMOutputWithPast`` (``logits [b, s, vocab]``).
+    use_cache, segment_ids) -> transformers CausalLMOutputWithPast`` (``logits [b, s, vocab]``).
+    ``segment_ids [b, s]`` marks packed rows (several samples per row, ``position_ids``
+    restarting per sample): the LM keeps the samples' attention apart in whatever form its
+    attention implementation takes. An optional ``get_output_embeddings()`` gives the output
+    head, whose rows of the new special tokens then train too.
     """
 
     hidden_size: int

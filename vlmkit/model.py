@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmkit.data.sequence_packing import block_diagonal_causal_mask
 from vlmkit.data.token_budget import TokenBudget, token_budget
 from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
 from vlmkit.llm.transformers_lm import output_cache
@@ -195,8 +194,10 @@ class VisionLanguageModel(nn.Module):
         inputs_embeds = self.language_model.get_input_embeddings()(input_ids)  # [b, s, d_llm]
         if self.training and self.neftune_alpha > 0:
             inputs_embeds = neftune(inputs_embeds, _sample_lengths(attention_mask, segment_ids), self.neftune_alpha)
+        packing = {}
         if segment_ids is not None:
-            attention_mask = self._packed_attention_mask(segment_ids, position_ids)  # [b, 1, s, s]
+            self._check_packing(position_ids)
+            packing = {"segment_ids": segment_ids}  # the LM isolates the samples the way its attention takes it
         visual_tokens, visual_mask = None, None
         if pixel_values is not None and pixel_values.shape[0] > 0:
             visual_tokens, visual_mask = self.encode_images(pixel_values, patch_mask)  # [n, v, d_llm]
@@ -210,18 +211,17 @@ class VisionLanguageModel(nn.Module):
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
+            **packing,
         )
 
-    def _packed_attention_mask(self, segment_ids: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
-        """Block-diagonal causal mask ``[b, 1, s, s]`` of packed rows (attention isolated per sample)."""
+    def _check_packing(self, position_ids: torch.Tensor | None) -> None:
+        """Packed rows need the fully autoregressive fusion and per-sample ``position_ids``."""
         if not isinstance(self.fusion, FullyAutoregressiveFusion):
             raise ValueError(
                 f"packed sequences (segment_ids) need FullyAutoregressiveFusion, not {type(self.fusion).__name__}"
             )
         if position_ids is None:
             raise ValueError("packed sequences need position_ids restarting at 0 for every sample")
-        dtype = self.language_model.get_input_embeddings().weight.dtype
-        return block_diagonal_causal_mask(segment_ids, dtype)
 
     def _check_placeholders(
         self, image_token_mask: torch.Tensor, pixel_values: torch.Tensor | None, patch_mask: torch.Tensor | None
@@ -353,8 +353,8 @@ def _sample_lengths(attention_mask: torch.Tensor | None, segment_ids: torch.Tens
 def _new_token_rows(language_model: nn.Module, token_ids: list[int]) -> dict[str, list[int]]:
     """Names (inside ``language_model``) of its input and output embeddings, mapped to the new tokens' rows."""
     layers = [language_model.get_input_embeddings()]
-    hf_model = getattr(language_model, "model", None)
-    output = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
+    get_output = getattr(language_model, "get_output_embeddings", None)
+    output = get_output() if get_output is not None else None
     if output is not None and output.weight is not layers[0].weight:  # untied head: its rows are new too
         layers.append(output)
     names = {id(m): n for n, m in language_model.named_modules()}

@@ -72,7 +72,7 @@ def test_media_masking(mode):
     batch = batch_for(vlm, IMAGES)
     markers = (batch["input_ids"][0] == vlm.image_token_id).nonzero().flatten().tolist()
     seen = []
-    handle = vlm.fusion.blocks[0].register_forward_hook(lambda module, args, out: seen.append(out[0].detach()))
+    handle = vlm.fusion.blocks[0].register_forward_hook(lambda module, args, out: seen.append(out[0][0].detach()))
     changed_second = batch["pixel_values"].clone()
     changed_second[1] = torch.randn_like(changed_second[1])
     changed_first = batch["pixel_values"].clone()
@@ -135,6 +135,83 @@ def test_cached_generation_equals_uncached_loop():
         stop_token_ids=[],
     )
     assert torch.equal(generated, uncached_greedy(vlm, batch, 4))
+
+
+def mixed_prompts(vlm):
+    """A text-only prompt, text before an image, and an image first (prompts for generation)."""
+    processor = VLMProcessor.from_model(vlm, max_image_size=32, min_image_size=16)
+    contents = [
+        ([], ["What", "is", "a", "shape?"]),
+        ([IMAGES[0]], ["Look", "here:", {"type": "image"}, "which colour?"]),
+        ([IMAGES[1]], [{"type": "image"}, "q"]),
+    ]
+    return [processor(images, [Turn("user", content)], add_generation_prompt=True) for images, content in contents]
+
+
+def left_padded(vlm, items):
+    batch = VLMCollator(vlm.tokenizer.pad_token_id, 8, padding_side="left")(items)
+    batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return batch
+
+
+def real_logits(vlm, batch):
+    """Logits of the real (non-padding) tokens of every row ``[(n_i, vocab)]``."""
+    out = vlm(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch.get("pixel_values"),
+        batch.get("patch_mask"),
+        position_ids=batch["position_ids"],
+    ).logits
+    return [row[mask.bool()] for row, mask in zip(out, batch["attention_mask"])]
+
+
+@pytest.mark.parametrize("mode", ["preceding", "all_preceding"])
+def test_a_row_gives_the_same_result_alone_and_batched(mode):
+    """Tokens that see no image pass every block unchanged (mllama's full-text-row mask), with non-zero gates."""
+    vlm = build(mode, open_gates=True)
+    items = mixed_prompts(vlm)
+    batch = left_padded(vlm, items)
+    with torch.no_grad():
+        batched = real_logits(vlm, batch)
+        alone = [real_logits(vlm, left_padded(vlm, [item]))[0] for item in items]
+        lm = [vlm.language_model(inputs_embeds=vlm.language_model.get_input_embeddings()(item["input_ids"][None]))
+              for item in items]  # fmt: skip
+    for row, expected in zip(batched, alone):
+        torch.testing.assert_close(row, expected, atol=1e-5, rtol=1e-5)
+    first_image = [(item["input_ids"] == vlm.image_token_id).nonzero().flatten() for item in items]
+    text_only, image_second = lm[0].logits[0], lm[1].logits[0, : int(first_image[1][0])]
+    torch.testing.assert_close(batched[0], text_only, atol=1e-5, rtol=1e-5)  # no image: exactly the LM
+    torch.testing.assert_close(batched[1][: len(image_second)], image_second, atol=1e-5, rtol=1e-5)  # text before it
+    assert not torch.allclose(batched[2], lm[2].logits[0], atol=1e-3)  # ... while the images are read
+    generated = vlm.generate(
+        batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["patch_mask"],
+        max_new_tokens=4, stop_token_ids=[],
+    )  # fmt: skip
+    for item, row in zip(items, generated):
+        one = left_padded(vlm, [item])
+        alone_ids = vlm.generate(
+            one["input_ids"], one["attention_mask"], one.get("pixel_values"), one.get("patch_mask"),
+            max_new_tokens=4, stop_token_ids=[],
+        )  # fmt: skip
+        assert torch.equal(row, alone_ids[0])
+    # the mixed batch also decodes as the uncached reference loop (new tokens after an image still read it)
+    assert torch.equal(generated, uncached_greedy(vlm, batch, 4))
+
+
+def test_rows_without_images_give_the_blocks_no_gradient():
+    vlm = build(open_gates=True).train()
+    batch = left_padded(vlm, mixed_prompts(vlm))
+    logits = vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["patch_mask"],
+                 position_ids=batch["position_ids"]).logits  # fmt: skip
+    logits[0].square().mean().backward()  # the text-only row's loss
+    grads = [p.grad for p in vlm.fusion.blocks.parameters()]
+    assert all(g is None or not g.any() for g in grads)
+    vlm.zero_grad()
+    logits = vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["patch_mask"],
+                 position_ids=batch["position_ids"]).logits  # fmt: skip
+    logits[2].square().mean().backward()  # a row with an image trains them
+    assert all(p.grad is not None and p.grad.any() for p in vlm.fusion.blocks.parameters())
 
 
 def test_marker_count_mismatch_and_bad_arguments():

@@ -52,7 +52,7 @@ class FullyAutoregressiveFusion(nn.Module):
             image_token_mask: ``True`` at ``<image>`` placeholders ``[b, s]``.
             visual_tokens: Connector output ``[n, v, d]`` for the ``n`` images, in text order.
             visual_mask: Which visual tokens are real ``[n, v]`` (``None``: all).
-            **lm_kwargs: ``attention_mask``, ``position_ids``, ``cache``, ``use_cache``.
+            **lm_kwargs: ``attention_mask``, ``position_ids``, ``cache``, ``use_cache``; ``segment_ids`` (packing).
 
         Raises:
             ValueError: If the number of placeholders differs from the number of visual tokens.

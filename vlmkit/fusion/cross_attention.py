@@ -4,7 +4,11 @@ Paper section 3.2 (Table 3, Finding 2): text cross-attends to the visual tokens 
 with the LM's layers. The blocks are attached to the existing decoder layers with forward pre-hooks, so
 the LM's code and state-dict keys are untouched and the new blocks live under ``fusion.blocks``. Tanh
 gates start at 0, so an untrained fused model is exactly the LM. Each text token sees only the image
-that precedes it (or all preceding images), as Flamingo's media masking.
+that precedes it (or all preceding images), as Flamingo's media masking; a token that sees no image (text
+before the first image, rows without images, padding) passes every block unchanged, as mllama's
+``full_text_row_masked_out_mask``, so a row's result never depends on the rest of the batch. Everything a
+block computes, the image keys/values included, runs inside its ``forward`` (one FSDP unit, whose hooks gather
+its weights); in generation the keys/values the prompt's forward returned are reused by later steps.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ MediaMasking = Literal["preceding", "all_preceding"]
 
 class GatedCrossAttentionBlock(nn.Module):
     """``x += tanh(a) * attn(norm(x), visual); x += tanh(b) * ff(norm(x))`` with ``a = b = 0`` at init.
+
+    Both updates are zeroed on tokens that may attend to no visual token, which leave the block unchanged.
 
     Args:
         dim: LM hidden size.
@@ -48,26 +54,48 @@ class GatedCrossAttentionBlock(nn.Module):
         self.ff_gate = nn.Parameter(torch.full((1,), float(gate_init)))
 
     def keys_values(self, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Project visual tokens ``[m, visual_dim]`` to keys and values ``[heads, m, head_dim]`` (cacheable)."""
+        """Project visual tokens ``[m, visual_dim]`` to keys and values ``[heads, m, head_dim]``.
+
+        Called from :meth:`forward`; calling it directly bypasses the module's hooks (e.g. FSDP's weight gathering).
+        """
         k, v = self.kv_proj(visual).chunk(2, dim=-1)  # [m, d] each
         shape = (visual.shape[0], self.num_heads, -1)
-        return k.view(shape).transpose(0, 1), v.view(shape).transpose(0, 1)
+        # contiguous: a module's outputs should not be views (FSDP2 hooks them for the backward pass)
+        return k.view(shape).transpose(0, 1).contiguous(), v.view(shape).transpose(0, 1).contiguous()
 
-    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Update text states ``x [b, s, d]`` from visual ``keys``/``values`` ``[heads, m, hd]``.
+    def forward(
+        self,
+        x: torch.Tensor,
+        allowed: torch.Tensor,
+        visual: torch.Tensor | None = None,
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Update text states ``x [b, s, d]`` from the visual tokens; return them and the image keys/values.
 
-        ``allowed [b, s, m]`` says which visual tokens each text token may attend to; tokens with none
-        (text before the first image) are left unchanged by the attention.
+        Args:
+            x: Text hidden states ``[b, s, d]``.
+            allowed: ``[b, s, m]``, which visual tokens each text token may attend to. Tokens with none (text before
+                the first image, rows without images, padding) leave the block exactly as they entered it.
+            visual: Visual tokens ``[m, visual_dim]``, projected to keys/values here; or
+            keys_values: Keys and values ``[heads, m, head_dim]`` a previous call returned (cached decoding).
+
+        Returns:
+            The updated states ``[b, s, d]`` and the keys/values (for reuse in later decoding steps).
         """
+        if (visual is None) == (keys_values is None):
+            raise ValueError("give exactly one of visual (tokens to project) or keys_values (a previous call's)")
+        keys, values = self.keys_values(visual) if keys_values is None else keys_values
         b, s, d = x.shape
         q = self.q_proj(self.norm(x)).view(b, s, self.num_heads, -1).transpose(1, 2)  # [b, h, s, hd]
         has_media = allowed.any(-1, keepdim=True)  # [b, s, 1]
         mask = (allowed | ~has_media).unsqueeze(1)  # [b, 1, s, m]; rows without media attend anywhere, then zeroed
         k, v = keys.unsqueeze(0).expand(b, -1, -1, -1), values.unsqueeze(0).expand(b, -1, -1, -1)  # [b, h, m, hd]
         attended = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)  # [b, h, s, hd]
-        attended = self.o_proj(attended.transpose(1, 2).reshape(b, s, d)) * has_media  # [b, s, d]
-        x = x + torch.tanh(self.attn_gate) * attended
-        return x + torch.tanh(self.ff_gate) * self.ff(self.ff_norm(x))
+        keep = has_media.to(x.dtype)  # [b, s, 1]: 0 where no image is seen (mllama's full-text-row mask)
+        attended = self.o_proj(attended.transpose(1, 2).reshape(b, s, d))  # [b, s, d]
+        x = x + torch.tanh(self.attn_gate) * attended * keep
+        x = x + torch.tanh(self.ff_gate) * self.ff(self.ff_norm(x)) * keep
+        return x, (keys, values)
 
 
 class CrossAttentionFusion(nn.Module):
@@ -136,11 +164,19 @@ class CrossAttentionFusion(nn.Module):
             if self._context is None:
                 return None
             context = self._context
-            keys, values = context["keys_values"][block_index]
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if hidden is None:
+                raise TypeError(
+                    f"{type(module).__name__} was called without its hidden states as first positional argument or "
+                    "`hidden_states=`: cannot insert a cross-attention block in front of it"
+                )
             block = self.blocks[block_index]
+            cached = context["keys_values"][block_index]
+            visual = context["visual"] if cached is None else None
+            hidden, context["keys_values"][block_index] = block(hidden, context["allowed"], visual, cached)
             if args:
-                return (block(args[0], keys, values, context["allowed"]), *args[1:]), kwargs
-            kwargs["hidden_states"] = block(kwargs["hidden_states"], keys, values, context["allowed"])
+                return (hidden, *args[1:]), kwargs
+            kwargs["hidden_states"] = hidden
             return args, kwargs
 
         return hook
@@ -183,12 +219,12 @@ class CrossAttentionFusion(nn.Module):
             state = self._generation  # a decoding step: reuse the prompt's images
             media = state["media"][:, None].expand(-1, inputs_embeds.shape[1])  # [b, s]
             allowed = self._allowed(media, state["first"], state["owner"])
-            return self._run(language_model, inputs_embeds, state["keys_values"], allowed, lm_kwargs)
+            return self._run(language_model, inputs_embeds, None, list(state["keys_values"]), allowed, lm_kwargs)
         num_images = 0 if visual_tokens is None else visual_tokens.shape[0]
         if num_markers != num_images:
             raise ValueError(f"the text holds {num_markers} image marker tokens but {num_images} images were given")
         self._generation = None
-        if num_images == 0:
+        if num_images == 0:  # every token would pass every block unchanged
             return language_model(inputs_embeds=inputs_embeds, **lm_kwargs)
         v = visual_tokens.shape[1]
         real = visual_mask.flatten() if visual_mask is not None else torch.ones(num_images * v, dtype=torch.bool)
@@ -197,13 +233,17 @@ class CrossAttentionFusion(nn.Module):
         owner = torch.arange(num_images, device=inputs_embeds.device).repeat_interleave(v)[real]  # [m]
         media, offsets = self._media_index(image_token_mask)  # [b, s], [b]
         allowed = self._allowed(media, offsets, owner)  # [b, s, m]
-        keys_values = [block.keys_values(flat) for block in self.blocks]
+        keys_values: list[Any] = [None] * len(self.blocks)  # each block projects the images in its own forward
+        out = self._run(language_model, inputs_embeds, flat, keys_values, allowed, lm_kwargs)
         if lm_kwargs.get("use_cache"):
+            if any(kv is None for kv in keys_values):
+                raise RuntimeError("a cross-attention block did not run: its decoder layer was skipped")
             self._generation = {"keys_values": keys_values, "media": media[:, -1], "first": offsets, "owner": owner}
-        return self._run(language_model, inputs_embeds, keys_values, allowed, lm_kwargs)
+        return out
 
-    def _run(self, language_model, inputs_embeds, keys_values, allowed, lm_kwargs):
-        self._context = {"keys_values": keys_values, "allowed": allowed}
+    def _run(self, language_model, inputs_embeds, visual, keys_values, allowed, lm_kwargs):
+        """Run the LM, its hooked blocks reading ``visual`` or the cached ``keys_values`` (filled in as they run)."""
+        self._context = {"visual": visual, "keys_values": keys_values, "allowed": allowed}
         try:
             return language_model(inputs_embeds=inputs_embeds, **lm_kwargs)
         finally:

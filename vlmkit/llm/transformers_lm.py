@@ -1,8 +1,10 @@
-"""Any transformers ``AutoModelForCausalLM`` (Llama, Mistral, Qwen2, ...) as a vlmkit part.
+"""Any transformers ``AutoModelForCausalLM`` (Llama, Mistral, Qwen2, Gemma, Phi, GPT-2, GPT-NeoX, OPT, Falcon, ...).
 
 The part owns its tokenizer, because the vocabulary is the LM's: on construction the
 VLM special tokens are added to the tokenizer and the embedding matrix grows to
-match, so the ids the data pipeline writes are the ids the model embeds.
+match, so the ids the data pipeline writes are the ids the model embeds. Its decoder
+layers are found by structure (:func:`~vlmkit.llm.layers.find_decoder_layers`), never by
+attribute name, and packed rows reach its attention in the form its implementation takes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmkit.llm.layers import find_decoder_layers, packing_unsupported_reason
 from vlmkit.quantization import Quantization, bitsandbytes_config
 from vlmkit.text.tokenizer import load_tokenizer
 
@@ -56,7 +59,9 @@ class TransformersCausalLM(nn.Module):
             ``"synthetic"`` selects vlmkit's built-in offline tokenizer.
         torch_dtype: Weight dtype name (``"float32"``, ``"bfloat16"``); ``None`` keeps
             the checkpoint's dtype, or float32 for ``config``.
-        attn_implementation: ``"sdpa"``, ``"eager"`` or ``"flash_attention_2"``.
+        attn_implementation: ``"sdpa"``, ``"eager"``, ``"flex_attention"`` or a flash-attention variant
+            (``"flash_attention_2"``, ``"flash_attention_3"``, a ``kernels`` hub kernel). Packed rows get a 4-D
+            block-diagonal mask under the first three and varlen lengths under flash attention.
         quantization: Load the checkpoint's linear layers quantized by bitsandbytes (``"nf4"``,
             ``"fp4"``, ``"int8"``) for QLoRA; needs ``name_or_path``. The part must then be
             ``frozen`` or adapted (``lora``/``dora``).
@@ -112,11 +117,13 @@ class TransformersCausalLM(nn.Module):
         forward_arguments = inspect.signature(self.model.forward).parameters
         self._cache_argument = "cache" if "cache" in forward_arguments else "past_key_values"
         self.hidden_size: int = self.model.config.hidden_size
+        self._layers_name = find_decoder_layers(self.model)
+        self._block_class = type(self.decoder_layers()[0])  # before any wrapper (checkpointing, FSDP) renames it
 
     @property
     def block_class(self) -> type[nn.Module]:
-        """The decoder layer class, e.g. ``MistralDecoderLayer``."""
-        return type(self.decoder_layers()[0])
+        """The decoder layer class, e.g. ``MistralDecoderLayer`` or ``GPT2Block``."""
+        return self._block_class
 
     @property
     def vocab_size(self) -> int:
@@ -124,16 +131,16 @@ class TransformersCausalLM(nn.Module):
         return self.model.get_input_embeddings().num_embeddings
 
     def decoder_layers(self) -> nn.ModuleList:
-        """The decoder layers in order (found through the base model's ``layers``)."""
-        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-        layers = getattr(base, "layers", None)
-        if not isinstance(layers, nn.ModuleList):
-            raise TypeError(f"{type(self.model).__name__}: cannot find its decoder layers (no `.layers` ModuleList)")
-        return layers
+        """The decoder layers in order, wherever the family keeps them (``model.layers``, ``transformer.h``, ...)."""
+        return self.model.get_submodule(self._layers_name)
 
     def get_input_embeddings(self) -> nn.Embedding:
         """The token embedding table."""
         return self.model.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The output head (``lm_head``), which may share its weight with the input embeddings."""
+        return self.model.get_output_embeddings()
 
     def resize_token_embeddings(self, num_tokens: int) -> None:
         """Grow or shrink the (tied) embeddings to ``num_tokens`` rows."""
@@ -146,15 +153,33 @@ class TransformersCausalLM(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: Any = None,
         use_cache: bool = False,
+        segment_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ):
         """Run the LM on embeddings ``[b, s, d]``.
+
+        Args:
+            inputs_embeds: Input embeddings ``[b, s, d]``.
+            attention_mask: ``1`` on real tokens ``[b, s]`` (ignored for packed rows).
+            position_ids: Positions ``[b, s]``; for packed rows they restart at 0 for every sample.
+            cache: KV cache from a previous call.
+            use_cache: Return the KV cache.
+            segment_ids: Packed rows: the sample index of every token ``[b, s]`` (padding ``-1``). Attention stays
+                within each sample: a block-diagonal causal 4-D mask for ``eager``/``sdpa``/``flex_attention``;
+                flash attention gets the rows flattened to one sequence with varlen lengths and no mask.
+            **kwargs: Passed to the transformers model.
 
         Returns:
             The LM's ``CausalLMOutputWithPast``; with ``use_cache`` its KV cache is
             read with :func:`output_cache` (``cache`` or ``past_key_values``,
             depending on the transformers version).
+
+        Raises:
+            ValueError: For packed rows without ``position_ids``, under an attention implementation that takes
+                neither a 4-D mask nor varlen lengths, or for a family whose positions cannot restart per sample.
         """
+        if segment_ids is not None:
+            return self._packed_forward(inputs_embeds, position_ids, segment_ids, **kwargs)
         kwargs[self._cache_argument] = cache
         return self.model(
             inputs_embeds=inputs_embeds,
@@ -163,6 +188,49 @@ class TransformersCausalLM(nn.Module):
             use_cache=use_cache,
             **kwargs,
         )
+
+    def _packed_forward(
+        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor | None, segment_ids: torch.Tensor, **kwargs: Any
+    ):
+        """Packed rows ``[b, s]`` with attention isolated per sample, in the form the attention implementation takes."""
+        from vlmkit.data.sequence_packing import block_diagonal_causal_mask, flash_varlen_kwargs
+
+        name = type(self.model).__name__
+        if position_ids is None:
+            raise ValueError("packed rows (segment_ids) need position_ids restarting at 0 for every sample")
+        reason = packing_unsupported_reason(self.model, self._block_class)
+        if reason is not None:
+            raise ValueError(f"{name} cannot run packed rows: {reason}; train it without packing")
+        implementation = self.model.config._attn_implementation or "eager"
+        if "flash" in implementation:  # transformers' own test (is_flash_attention_requested)
+            # A 4-D mask would be read as a 2-D padding mask: give varlen lengths instead, over the rows flattened to
+            # one sequence, so kernels that read them and models that infer them from restarting position_ids (which
+            # transformers only does for a batch of 1) both keep the samples apart.
+            b, s = segment_ids.shape
+            out = self.model(
+                inputs_embeds=inputs_embeds.reshape(1, b * s, -1),
+                attention_mask=None,
+                position_ids=position_ids.reshape(1, b * s),
+                use_cache=False,
+                **flash_varlen_kwargs(segment_ids),
+                **kwargs,
+            )
+            out.logits = out.logits.reshape(b, s, -1)
+            return out
+        if implementation not in _FOUR_D_MASK_IMPLEMENTATIONS:
+            raise ValueError(
+                f"packed rows need an attention implementation that takes a 4-D block-diagonal mask "
+                f"({', '.join(_FOUR_D_MASK_IMPLEMENTATIONS)}) or varlen lengths (flash attention); {name} runs "
+                f"attn_implementation={implementation!r}"
+            )
+        mask = block_diagonal_causal_mask(segment_ids, self.get_input_embeddings().weight.dtype)  # [b, 1, s, s]
+        return self.model(
+            inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, use_cache=False, **kwargs
+        )
+
+
+_FOUR_D_MASK_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
+"""transformers uses a 4-D attention mask as given under these (``masking_utils`` returns it unchanged)."""
 
 
 def output_cache(output: Any) -> Any:
