@@ -1,5 +1,6 @@
 import contextlib
 import io
+import random
 import shutil
 
 import pytest
@@ -205,3 +206,57 @@ def test_tokenizer_and_scores_match_pycocoevalcap_java_pipeline():
         bleu_metric.update([image[0]], [image[1:]])
     assert float(cider_metric.compute()) == pytest.approx(corpus_cider, abs=1e-6)
     assert float(bleu_metric.compute()) == pytest.approx(bleu4, abs=1e-6)
+
+
+# Captions with the tokens where PTB rules matter most: times, currency, numbers, URLs, e-mails, emoticons,
+# quotes, abbreviations, unicode; the candidate and the references of an image share a scene.
+_SCENES = [
+    ("A clock on a tower", "shows"),
+    ("A menu board", "lists"),
+    ("A phone screen", "displays"),
+    ("A street sign", "says"),
+    ("A receipt", "reads"),
+]
+_DETAILS = [
+    "12:45pm", "10:30am", "1:05PM.", "9:15 AM", "7:30p.m.", "noon", "$3.50", "US$5", "£10", "€20", "5¢", "1,000",
+    "50%", "1/2", "3 1/2", "½", "2nd", "'90s", "http://x.com/a?b=c", "www.cafe.com", "bob@example.com", "#dog",
+    "@user", ":)", ":-(", "^_^", '"open"', "‘closed’", "don't", "it's", "U.S.", "Mr.", "St.", "p.m.", "etc.",
+    "AT&T", "Q&A", "café", "東京", "😀", "°C", "—", "...", "(555) 123-4567", "black-and-white", "24/7",
+]  # fmt: skip
+
+
+def _time_heavy_images(num_images=40, seed=0):
+    rng = random.Random(seed)
+    images = []
+    for _ in range(num_images):
+        subject, verb = rng.choice(_SCENES)
+        shared = rng.sample(_DETAILS, 3)
+        captions = []
+        for _ in range(6):  # candidate + 5 references
+            details = rng.sample(shared, 2) + ([rng.choice(_DETAILS)] if rng.random() < 0.5 else [])
+            captions.append(f"{subject} {verb} {' and '.join(details)}" + rng.choice([".", "", "!", " :)"]))
+        images.append(captions)
+    return images
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs `java` on PATH: the reference tokenizer is Java")
+def test_scores_match_pycocoevalcap_java_pipeline_on_times_and_symbols():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    images = _time_heavy_images()
+    gts = PTBTokenizer().tokenize({i: [{"caption": c} for c in image[1:]] for i, image in enumerate(images)})
+    res = PTBTokenizer().tokenize({i: [{"caption": image[0]}] for i, image in enumerate(images)})
+    corpus_cider, _ = Cider().compute_score(gts, res)
+    with contextlib.redirect_stdout(io.StringIO()):
+        bleus, _ = Bleu(4).compute_score(gts, res)
+    cider_metric, bleu_metric = CIDErD(), BLEU4()
+    for start in range(0, len(images), 7):  # uneven batches
+        batch = images[start : start + 7]
+        cider_metric.update([image[0] for image in batch], [image[1:] for image in batch])
+        bleu_metric.update([image[0] for image in batch], [image[1:] for image in batch])
+    assert corpus_cider > 0.5 and bleus[3] > 0.1  # a corpus that scores
+    assert float(cider_metric.compute()) == pytest.approx(corpus_cider, abs=1e-6)
+    assert float(bleu_metric.compute()) == pytest.approx(bleus[3], abs=1e-6)

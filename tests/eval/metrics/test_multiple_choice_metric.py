@@ -63,6 +63,90 @@ def test_extract_choice_from_option_text(text, expected):
     assert extract_choice(text, 3, choices=["red", "blue", "green"]) == expected
 
 
+COLOURS = ["red", "yellow", "blue", "green"]
+NUMBERS = ["1", "2", "3", "4"]
+VITAMINS = ["Vitamin A", "Vitamin C", "Vitamin D", "Vitamin E"]
+
+# (output, options, expected letter). "VLMEvalKit" is can_infer_option + can_infer_text (vlmeval/utils/
+# matching_util.py), "MMMU" is parse_multi_choice_response as lmms-eval runs it; their answers were worked out
+# from their rules for every row, and rows where vlmkit differs say why.
+BROAD_TABLE = [
+    # Letters with punctuation and brackets.
+    ("B", COLOURS, "B"),
+    ("b", COLOURS, "B"),  # VLMEvalKit: None (capitals only); MMMU: random. A bare letter is unambiguous.
+    ("(B)", COLOURS, "B"),
+    ("(b)", COLOURS, "B"),  # VLMEvalKit: None, MMMU: random (capitals only)
+    ("[C]", COLOURS, "C"),  # MMMU: random (only "(C)", "C " and "C." count)
+    ("B.", COLOURS, "B"),
+    ("B)", COLOURS, "B"),  # MMMU: random
+    ("B:", COLOURS, "B"),
+    ("**D**", COLOURS, "D"),  # MMMU: random (markdown bold)
+    ("'A'", COLOURS, "A"),  # VLMEvalKit: None (the quotes stay on the token)
+    ("{B}", COLOURS, "B"),  # MMMU: random
+    # Answer statements.
+    ("The answer is (B)", COLOURS, "B"),
+    ("The answer is B.", COLOURS, "B"),
+    ("Answer: C", COLOURS, "C"),
+    ("answer: c", COLOURS, "C"),  # VLMEvalKit: None, MMMU: random (capitals only)
+    ("The correct answer is **B**.", COLOURS, "B"),  # MMMU: random
+    ("Option D", COLOURS, "D"),
+    ("The best option is (c) blue.", COLOURS, "C"),
+    ("My answer: (a)", COLOURS, "A"),  # VLMEvalKit: None, MMMU: random (capitals only)
+    ("Correct choice: D", COLOURS, "D"),
+    ("Answer: B\nA. red\nB. yellow", COLOURS, "B"),  # VLMEvalKit: None, MMMU: A; the statement is explicit
+    # An option's text inside a sentence.
+    ("Yellow is the correct answer.", COLOURS, "B"),  # MMMU: random (text is read only after 5+ words)
+    ("I believe the color is blue.", COLOURS, "C"),
+    ("It's green!", COLOURS, "D"),  # MMMU: random
+    # "red" inside the mentioned "dark red" is not a second option. VLMEvalKit: None (two substrings match),
+    # MMMU: random.
+    ("The car is dark red.", ["red", "dark red", "blue", "green"], "B"),
+    ("B, the red one", COLOURS, "B"),  # the letter comes before option text (VLMEvalKit agrees; MMMU: random)
+    # "D" is part of the option text "Vitamin D" (option C), not a label. VLMEvalKit and MMMU: D (wrong).
+    ("Vitamin D", VITAMINS, "C"),
+    ("The answer is Vitamin D.", VITAMINS, "C"),  # VLMEvalKit and MMMU: D
+    ("D", VITAMINS, "D"),
+    # Echoes of the option list: no answer (VLMEvalKit agrees; MMMU picks one: A, B and random).
+    ("A. red\nB. yellow\nC. blue\nD. green", COLOURS, None),
+    ("(A) red (B) yellow", COLOURS, None),
+    ("A) red B) yellow", COLOURS, None),
+    ("A. red", COLOURS, "A"),  # one labelled option is an answer
+    # Several letters: ambiguous, never the last one (MMMU takes the last: B, C, C, C, B).
+    ("A or B", COLOURS, None),
+    ("Both A and C are right", COLOURS, None),
+    ("B, not C", COLOURS, None),
+    ("The answer is B. Actually, the answer is C.", COLOURS, None),  # VLMEvalKit: B (its first statement)
+    ("(A) is wrong and (B) is wrong", COLOURS, None),
+    # Lower-case "a" as a word is the article; alone or ending a statement it is the letter.
+    ("a", COLOURS, "A"),  # VLMEvalKit: None, MMMU: random
+    ("a dog", COLOURS, None),
+    ("the answer is a", COLOURS, "A"),  # MMMU: random
+    ("the answer is a dog", COLOURS, None),  # VLMEvalKit: A (its "answer is" pattern ignores case)
+    ("A dog", COLOURS, None),  # VLMEvalKit and MMMU: A (the article read as a letter)
+    ("I think a is right", COLOURS, None),
+    # Numeric options: the option's text, as a whole answer or as a whole word.
+    ("3", NUMBERS, "C"),  # MMMU: random
+    ("The answer is 3", NUMBERS, "C"),  # VLMEvalKit: None (answer longer than twice the options), MMMU: random
+    ("There are 3 apples.", NUMBERS, "C"),  # VLMEvalKit: None (same), MMMU: random
+    ("3 or 4", NUMBERS, None),
+    ("C", NUMBERS, "C"),
+    ("12", NUMBERS, None),  # neither "1" nor "2" as a whole word
+    # Nothing to extract (MMMU: random for each).
+    ("", COLOURS, None),
+    ("   ", COLOURS, None),
+    ("None of the above", COLOURS, None),
+    ("E", COLOURS, None),  # beyond the four options
+    ("I'd say C", COLOURS, "C"),
+    # The lone capital D wins over the mentioned "blue". VLMEvalKit: None (D is not among the last 4 words).
+    ("I think it's D because the sky is blue.", COLOURS, "D"),
+]
+
+
+@pytest.mark.parametrize(("text", "choices", "expected"), BROAD_TABLE)
+def test_broad_table(text, choices, expected):
+    assert extract_choice(text, len(choices), choices) == expected
+
+
 def test_option_text_starting_with_an_article():
     assert extract_choice("A dog", 2, choices=["A cat", "A dog"]) == "B"
 

@@ -8,7 +8,7 @@ from vlmkit.eval.metrics.anls import ANLS, anls_score, levenshtein
 from vlmkit.eval.metrics.captioning import BLEU4, CIDErD, cider_d
 from vlmkit.eval.metrics.exact_match import ExactMatch
 from vlmkit.eval.metrics.multiple_choice import MultipleChoiceAccuracy, extract_choice
-from vlmkit.eval.metrics.ptb_tokenizer import ptb_tokenize
+from vlmkit.eval.metrics.ptb_tokenizer import ptb_tokenize, ptb_tokenize_lines
 from vlmkit.eval.metrics.vqa import VQAAccuracy, normalize_vqa_answer, vqa_accuracy
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "levenshtein",
     "normalize_vqa_answer",
     "ptb_tokenize",
+    "ptb_tokenize_lines",
     "vqa_accuracy",
 ]

@@ -1,8 +1,9 @@
 """COCO caption metrics: CIDEr-D and BLEU-4, numerically equal to pycocoevalcap's scorers.
 
-Captions are tokenized in ``update`` (default: :func:`~vlmkit.eval.metrics.ptb_tokenizer.ptb_tokenize`, COCO's
-PTB tokenization without Java). CIDEr-D's document frequencies span the whole corpus, so its tokens are
-gathered across ranks as strings; BLEU-4 only needs n-gram counts, which are summed.
+The raw captions are gathered across ranks as strings and tokenized in ``compute`` the way pycocoevalcap does
+(default: :func:`~vlmkit.eval.metrics.ptb_tokenizer.ptb_tokenize_lines`, its Java PTB tokenizer without Java):
+all references as one text and all candidates as another, in update order, so that the few PTB rules that
+look past a caption's end see the same next caption as in pycocoevalcap's run.
 """
 
 from __future__ import annotations
@@ -17,13 +18,44 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from vlmkit.eval.metrics._common import decode_records, encode_records, reference_lists
-from vlmkit.eval.metrics.ptb_tokenizer import ptb_tokenize
+from vlmkit.eval.metrics.ptb_tokenizer import ptb_tokenize_lines
 
 __all__ = ["BLEU4", "CIDErD", "cider_d"]
 
 Tokenizer = Literal["ptb", "whitespace"]
-_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {"ptb": ptb_tokenize, "whitespace": str.split}
+_TOKENIZERS: dict[str, Callable[[Sequence[str]], list[list[str]]]] = {
+    "ptb": ptb_tokenize_lines,
+    "whitespace": lambda texts: [text.split() for text in texts],
+}
 _MAX_N = 4
+
+
+def _check_tokenizer(tokenizer: str) -> None:
+    if tokenizer not in _TOKENIZERS:
+        raise ValueError(f"tokenizer must be one of {sorted(_TOKENIZERS)}, got {tokenizer!r}")
+
+
+def _tokenized_corpus(records: list[list[str]], tokenizer: str) -> tuple[list[list[str]], list[list[list[str]]]]:
+    """Tokens of each image's candidate and references, tokenized as pycocoevalcap's two Java runs.
+
+    Like pycocoevalcap's scorers (``" ".join(tokens).split()``), a PTB token holding a no-break space
+    (``3 1/2``, a phone number) counts as several words.
+    """
+
+    def tokenize(texts: list[str]) -> list[list[str]]:
+        return [" ".join(tokens).split() for tokens in _TOKENIZERS[tokenizer](texts)]
+
+    candidates = tokenize([record[0] for record in records])
+    flat_references = iter(tokenize([ref for record in records for ref in record[1:]]))
+    references = [[next(flat_references) for _ in record[1:]] for record in records]
+    return candidates, references
+
+
+def _add_records(
+    state: list, predictions: Sequence[str], references: Sequence[str | Sequence[str]], metric: Metric
+) -> None:
+    records = [[pred, *refs] for pred, refs in zip(predictions, reference_lists(predictions, references))]
+    state.append(encode_records(records, dtype=metric.dtype, device=metric.device))
 
 
 def _ngram_counts(tokens: Sequence[str], n: int = _MAX_N) -> Counter[tuple[str, ...]]:
@@ -84,14 +116,15 @@ def cider_d(
 class CIDErD(Metric):
     """Corpus CIDEr-D of generated captions (COCO, NoCaps, Flickr30k; Vedantam et al., 2015).
 
-    Equal to pycocoevalcap's ``Cider().compute_score`` on the same tokens (same 0-10 scale, not a
-    percentage). Each update is one or more images, each with its own references; do not feed an image
-    twice (DDP samplers that pad by repeating samples change the document frequencies slightly).
+    Equal to pycocoevalcap's ``PTBTokenizer`` + ``Cider().compute_score`` on the images in update order
+    (same 0-10 scale, not a percentage). Each update is one or more images, each with its own references; do
+    not feed an image twice (DDP samplers that pad by repeating samples change the document frequencies
+    slightly).
 
     Args:
         sigma: Width of the Gaussian length penalty (6 in CIDEr-D).
-        tokenizer: ``ptb`` (COCO's tokenization, :func:`~vlmkit.eval.metrics.ptb_tokenizer.ptb_tokenize`) or
-            ``whitespace`` for captions that are already tokenized.
+        tokenizer: ``ptb`` (COCO's tokenization, :func:`~vlmkit.eval.metrics.ptb_tokenizer.ptb_tokenize_lines`)
+            or ``whitespace`` for captions that are already tokenized.
         **kwargs: Passed to ``torchmetrics.Metric``.
 
     Example:
@@ -108,8 +141,7 @@ class CIDErD(Metric):
 
     def __init__(self, sigma: float = 6.0, tokenizer: Tokenizer = "ptb", **kwargs) -> None:
         super().__init__(**kwargs)
-        if tokenizer not in _TOKENIZERS:
-            raise ValueError(f"tokenizer must be one of {sorted(_TOKENIZERS)}, got {tokenizer!r}")
+        _check_tokenizer(tokenizer)
         self.sigma = sigma
         self.tokenizer = tokenizer
         self.add_state("corpus", default=[], dist_reduce_fx="cat")
@@ -121,19 +153,14 @@ class CIDErD(Metric):
             predictions: One generated caption per image.
             references: The reference captions of each image.
         """
-        tokenize = _TOKENIZERS[self.tokenizer]
-        records = [
-            [" ".join(tokenize(text)) for text in (pred, *refs)]
-            for pred, refs in zip(predictions, reference_lists(predictions, references))
-        ]
-        self.corpus.append(encode_records(records, dtype=self.dtype, device=self.device))
+        _add_records(self.corpus, predictions, references, self)
 
     def compute(self) -> Tensor:
         """The mean CIDEr-D over images (0 before any update), float64."""
         records = decode_records(self.corpus)
         if not records:
             return torch.tensor(0.0, dtype=torch.float64)
-        scores = cider_d([r[0].split() for r in records], [[ref.split() for ref in r[1:]] for r in records], self.sigma)
+        scores = cider_d(*_tokenized_corpus(records, self.tokenizer), self.sigma)
         return torch.tensor(sum(scores) / len(scores), dtype=torch.float64)
 
 
@@ -142,7 +169,8 @@ class BLEU4(Metric):
 
     Clipped n-gram precisions and the brevity penalty are computed from counts summed over the corpus;
     the reference length of each caption is the "closest" one (ties to the shorter); no smoothing beyond
-    pycocoevalcap's ``1e-15``/``1e-9`` guards. Scale 0-1, like pycocoevalcap.
+    pycocoevalcap's ``1e-15``/``1e-9`` guards. Scale 0-1, like pycocoevalcap; equal to its ``PTBTokenizer`` +
+    ``Bleu(4)`` on the images in update order.
 
     Args:
         tokenizer: ``ptb`` (COCO's tokenization) or ``whitespace`` for captions that are already tokenized.
@@ -161,13 +189,9 @@ class BLEU4(Metric):
 
     def __init__(self, tokenizer: Tokenizer = "ptb", **kwargs) -> None:
         super().__init__(**kwargs)
-        if tokenizer not in _TOKENIZERS:
-            raise ValueError(f"tokenizer must be one of {sorted(_TOKENIZERS)}, got {tokenizer!r}")
+        _check_tokenizer(tokenizer)
         self.tokenizer = tokenizer
-        self.add_state("hyp_len", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("ref_len", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("guess", default=torch.zeros(_MAX_N, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("correct", default=torch.zeros(_MAX_N, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("corpus", default=[], dist_reduce_fx="cat")
 
     def update(self, predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
         """Add captioned images.
@@ -176,31 +200,31 @@ class BLEU4(Metric):
             predictions: One generated caption per image.
             references: The reference captions of each image.
         """
-        tokenize = _TOKENIZERS[self.tokenizer]
+        _add_records(self.corpus, predictions, references, self)
+
+    def compute(self) -> Tensor:
+        """Corpus BLEU-4 in ``[0, 1]`` (0 before any update), float64."""
+        records = decode_records(self.corpus)
+        if not records:
+            return torch.tensor(0.0, dtype=torch.float64)
+        hyp_len = ref_len = 0
         guess, correct = [0] * _MAX_N, [0] * _MAX_N
-        for pred, refs in zip(predictions, reference_lists(predictions, references)):
-            hyp = tokenize(pred)
-            ref_tokens = [tokenize(ref) for ref in refs]
+        for hyp, refs in zip(*_tokenized_corpus(records, self.tokenizer)):
             max_ref: Counter[tuple[str, ...]] = Counter()
-            for ref in ref_tokens:
+            for ref in refs:
                 max_ref |= _ngram_counts(ref)  # element-wise max
             for ngram, count in _ngram_counts(hyp).items():
                 correct[len(ngram) - 1] += min(max_ref[ngram], count)
             for k in range(_MAX_N):
                 guess[k] += max(0, len(hyp) - k)
-            self.hyp_len += len(hyp)
-            self.ref_len += min((abs(len(ref) - len(hyp)), len(ref)) for ref in ref_tokens)[1]
-        self.guess += torch.tensor(guess, device=self.device)
-        self.correct += torch.tensor(correct, device=self.device)
-
-    def compute(self) -> Tensor:
-        """Corpus BLEU-4 in ``[0, 1]`` (0 before any update), float64."""
+            hyp_len += len(hyp)
+            ref_len += min((abs(len(ref) - len(hyp)), len(ref)) for ref in refs)[1]
         tiny, small = 1e-15, 1e-9  # pycocoevalcap's guards against 0/0
         bleu = 1.0
-        for correct, guess in zip(self.correct.tolist(), self.guess.tolist()):
-            bleu *= float(correct + tiny) / (guess + small)
+        for k in range(_MAX_N):
+            bleu *= float(correct[k] + tiny) / (guess[k] + small)
         score = bleu ** (1.0 / _MAX_N)
-        ratio = (int(self.hyp_len) + tiny) / (int(self.ref_len) + small)
+        ratio = (hyp_len + tiny) / (ref_len + small)
         if ratio < 1:
             score *= math.exp(1 - 1 / ratio)
         return torch.tensor(score, dtype=torch.float64)

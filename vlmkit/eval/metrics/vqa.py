@@ -1,14 +1,27 @@
-"""VQA accuracy with the official answer normalisation (VQAv2, TextVQA, VizWiz; paper Table 15).
+"""VQA accuracy exactly as the official VQA evaluation script computes it (VQAv2, OK-VQA; paper Table 15).
 
-Normalisation is a line-by-line port of ``vqaEval.py`` in the VQA API (``GT-Vision-Lab/VQA`` master), quirks
-included. Unlike that script, references are normalised exactly like predictions (VQA's references come
-normalised already; TextVQA's raw ones do not), as MMF's TextVQA evaluator (``m4c_evaluator.py``) does.
+The default is a line-by-line port of ``vqaEval.py`` of the VQA API (``GT-Vision-Lab/VQA``, the version released
+with VQA v2.0, commit ``458a8b2``, which the EvalAI server's VQA evaluation follows), quirks included:
+
+1. the prediction loses newlines, tabs and outer spaces, then gets ``processPunctuation`` and
+   ``processDigitArticle`` (lower case, number words to digits, no articles, contractions restored);
+2. the human answers are left as they are when all of them agree; otherwise each one gets
+   ``processPunctuation`` only (no lower-casing, no number words, no articles);
+3. for each human answer, the other answers that equal the prediction count ``min(1, n / 3)``; the
+   accuracy is the mean over these leave-one-out subsets.
+
+So ``"one"`` against three ``"1"`` and seven ``"one"`` scores 0.9 (only the three ``"1"`` match). The
+script in the repository's master branch (``a013f00``, 2021) changed step 1-2 to normalise both sides fully,
+but only when the human answers disagree; ``reference_normalization="full"`` normalises both sides fully
+always, as MMF's TextVQA evaluator (``m4c_evaluator.py``) does for TextVQA, whose raw human answers are not
+normalised like VQAv2's.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -16,7 +29,11 @@ from torchmetrics import Metric
 
 from vlmkit.eval.metrics._common import reference_lists
 
-__all__ = ["VQAAccuracy", "normalize_vqa_answer", "vqa_accuracy"]
+__all__ = ["ReferenceNormalization", "VQAAccuracy", "normalize_vqa_answer", "vqa_accuracy"]
+
+#: How the human answers are normalised: ``official`` (the VQA script) or ``full`` (like the prediction).
+ReferenceNormalization = Literal["official", "full"]
+_REFERENCE_NORMALIZATIONS = ("official", "full")
 
 #: ``contractions`` of ``vqaEval.py``, verbatim (the capitalised keys can never match: words are lower-cased first).
 CONTRACTIONS = {
@@ -97,36 +114,69 @@ def normalize_vqa_answer(text: str) -> str:
     return _process_digit_article(_process_punctuation(text))
 
 
-def vqa_accuracy(prediction: str, references: Sequence[str]) -> float:
+def vqa_accuracy(
+    prediction: str, references: Sequence[str], reference_normalization: ReferenceNormalization = "official"
+) -> float:
     """VQA accuracy of one answer: ``min(#humans that said it / 3, 1)``, averaged over leave-one-out subsets.
 
     For each reference, the other references are the "humans"; the per-subset accuracies are averaged
     (``vqaEval.py``). With ten references this is 0.3, 0.6, 0.9, 1.0 for 1, 2, 3, 4+ matches; fewer
-    references use the same formula.
+    references use the same formula. Each reference is one human (``vqaEval.py`` leaves out one answer
+    record at a time; VQA's records differ by ``answer_id`` even when their answers are equal).
 
     Args:
         prediction: The generated answer.
         references: The human answers (ten in VQAv2/TextVQA).
+        reference_normalization: ``official``: as ``vqaEval.py`` (see the module docstring), the human
+            answers are compared as given when they all agree, else with punctuation processed only.
+            ``full``: every human answer is normalised like the prediction (:func:`normalize_vqa_answer`).
 
     Returns:
         The accuracy in ``[0, 1]``.
 
     Raises:
-        ValueError: If there are no references.
+        ValueError: If there are no references or ``reference_normalization`` is unknown.
+
+    Example:
+        >>> vqa_accuracy("one", ["1"] * 3 + ["one"] * 7)
+        0.9
+        >>> vqa_accuracy("one", ["1"] * 3 + ["one"] * 7, reference_normalization="full")
+        1.0
     """
     if not references:
         raise ValueError("vqa_accuracy needs at least one reference")
+    _check_reference_normalization(reference_normalization)
     answer = normalize_vqa_answer(prediction)
-    hits = [normalize_vqa_answer(ref) == answer for ref in references]
+    if reference_normalization == "full":
+        humans = [normalize_vqa_answer(ref) for ref in references]
+    elif len(set(references)) > 1:
+        humans = [_process_punctuation(ref) for ref in references]
+    else:
+        humans = list(references)
+    hits = [human == answer for human in humans]
     matches = sum(hits)
     return sum(min(1.0, (matches - hit) / 3) for hit in hits) / len(hits)
+
+
+def _check_reference_normalization(value: str) -> None:
+    if value not in _REFERENCE_NORMALIZATIONS:
+        raise ValueError(f"reference_normalization must be one of {_REFERENCE_NORMALIZATIONS}, got {value!r}")
 
 
 class VQAAccuracy(Metric):
     """Mean VQA accuracy over questions (VQAv2, TextVQA, VizWiz; Antol et al., 2015).
 
-    Each question scores :func:`vqa_accuracy` of its normalised answer against its normalised human
-    answers; the metric is the mean over questions, synced across ranks as a sum and a count.
+    Each question scores :func:`vqa_accuracy` of its answer against its human answers (by default exactly
+    as the official ``vqaEval.py``); the metric is the mean over questions, synced across ranks as a sum and
+    a count.
+
+    Args:
+        reference_normalization: ``official`` (VQAv2, OK-VQA: the official script) or ``full`` (human answers
+            normalised like the prediction, as MMF's TextVQA evaluator; for TextVQA's raw answers).
+        **kwargs: Passed to ``torchmetrics.Metric``.
+
+    Raises:
+        ValueError: If ``reference_normalization`` is unknown.
 
     Example:
         >>> metric = VQAAccuracy()
@@ -139,8 +189,10 @@ class VQAAccuracy(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, reference_normalization: ReferenceNormalization = "official", **kwargs) -> None:
         super().__init__(**kwargs)
+        _check_reference_normalization(reference_normalization)
+        self.reference_normalization = reference_normalization
         self.add_state("score", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
@@ -152,7 +204,8 @@ class VQAAccuracy(Metric):
             references: The human answers of each question.
         """
         refs = reference_lists(predictions, references)
-        self.score += sum(vqa_accuracy(pred, ref) for pred, ref in zip(predictions, refs))
+        norm = self.reference_normalization
+        self.score += sum(vqa_accuracy(pred, ref, norm) for pred, ref in zip(predictions, refs))
         self.total += len(refs)
 
     def compute(self) -> Tensor:
