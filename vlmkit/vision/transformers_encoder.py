@@ -30,6 +30,7 @@ from transformers.utils.constants import (
 )
 
 from vlmkit.attention import attention_implementation
+from vlmkit.checks import host_reads_are_free
 from vlmkit.quantization import Quantization, bitsandbytes_config, keep_compute_dtype, quantized_device_map
 from vlmkit.vision._grid import bucket_position_ids, real_grid_sizes
 from vlmkit.vision._packing import packed_forward, segment_ids, varlen_kwargs
@@ -192,7 +193,8 @@ class TransformersVisionEncoder(nn.Module):
             x = torch.cat([cls.to(x.dtype).expand(n, 1, -1), x], dim=1)  # [n, 1 + rows*cols, d]
             x = self.backbone.pre_layrnorm(x)
 
-        if patch_mask is None or bool(patch_mask.all()):  # no padding: nothing to mask or pack
+        if patch_mask is None or (host_reads_are_free(patch_mask) and bool(patch_mask.all())):  # no padding
+            # nothing to mask or pack (off CPU the masked path runs: same features, no wait for the device)
             x = self._encode(x)
         else:
             real = patch_mask.flatten(1)  # [n, rows*cols]
