@@ -74,14 +74,15 @@ def quantized_kind(module: nn.Module) -> Literal["4bit", "8bit"] | None:
 
 
 def keep_compute_dtype(model: nn.Module) -> None:
-    """Make 4-bit layers compute in their ``compute_dtype`` in evaluation on CPU too, in place.
+    """Make 4-bit layers keep bitsandbytes' standard layout and compute in their ``compute_dtype`` on CPU, in place.
 
     On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit layer for a bfloat16 kernel the first time it runs
     without gradients, rounding its scales to bfloat16 for good: evaluation would then compute in bfloat16 whatever
-    the compute dtype, and differ from training. Kept only where the compute dtype is bfloat16 anyway.
+    the compute dtype, differ from training, and the repacked weight no longer dequantizes (peft's DoRA layers and
+    merging read it). GPUs are unaffected.
     """
     for layer in model.modules():
-        if quantized_kind(layer) == "4bit" and getattr(layer, "compute_dtype", None) != torch.bfloat16:
+        if quantized_kind(layer) == "4bit":
             layer.support_avx512bf16_for_cpu = False
 
 
