@@ -132,7 +132,8 @@ class FullyShard:
 def _warn_if_checkpointed(model: nn.Module) -> bool:
     """Whether ``model``'s blocks already recompute their activations (``gradient_checkpointing=True``), with a warning.
 
-    Checkpointing a block twice runs its forward three times per step instead of two, for no memory saved.
+    A second checkpoint around a checkpointed block saves no memory; nested, the two have been measured to run the
+    block's forward three times per step instead of two.
     """
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 
