@@ -246,3 +246,50 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):
     assert set(grads_ckpt) == set(grads)
     for name, grad in grads.items():
         torch.testing.assert_close(grads_ckpt[name], grad, atol=1e-6, rtol=1e-5)
+
+
+def _accelerator_path(monkeypatch):
+    """Take the code path of a GPU run on CPU: checks become device-side assertions, no host reads."""
+    import vlmkit.checks
+    import vlmkit.model
+    import vlmkit.vision.transformers_encoder
+
+    for module in (vlmkit.checks, vlmkit.model, vlmkit.vision.transformers_encoder):
+        monkeypatch.setattr(module, "host_reads_are_free", lambda tensor: False)
+
+
+@pytest.mark.parametrize("connector", [None, MLPProjection], ids=["perceiver", "mlp"])
+def test_a_training_step_reads_nothing_from_the_device(connector, monkeypatch):
+    from sync_audit import HostReads
+
+    from vlmkit.training.module import answer_loss
+
+    vlm = build_tiny_vlm(connector=connector, train_language_model="lora")
+    dm = SyntheticVQADataModule(num_train=4, batch_size=4, min_size=16, max_size=40, max_image_size=40)
+    dm.connect(vlm)
+    batch = next(iter(dm.train_dataloader()))
+    with torch.no_grad():
+        host_checked = _run(vlm, batch)
+    with HostReads() as cpu_reads:  # on CPU the checks read their counts (free there)
+        _run(vlm, batch)
+    assert cpu_reads.calls
+    _accelerator_path(monkeypatch)
+    with HostReads() as reads:
+        logits = _run(vlm, batch)
+        answer_loss(logits, batch["labels"]).backward()
+    assert reads.calls == []  # (transformers' own causal-mask shortcut still reads the attention mask)
+    torch.testing.assert_close(logits.detach(), host_checked, rtol=0, atol=1e-5)
+
+
+def test_off_cpu_the_checks_still_stop_bad_inputs(tiny_vlm, batch, monkeypatch):
+    _accelerator_path(monkeypatch)
+    ids = batch["input_ids"].clone()
+    pos = (ids == tiny_vlm.image_token_id).nonzero()[0]
+    ids[pos[0], pos[1]] = 5  # drop one placeholder
+    # torch._assert_async raises at once on CPU; on a GPU the run stops at the next synchronisation
+    with pytest.raises(RuntimeError, match=r"holds \? image placeholder tokens .* on CPU give the counts"):
+        tiny_vlm(ids, batch["attention_mask"], batch["pixel_values"], batch["patch_mask"])
+    holes = batch["patch_mask"].clone()
+    holes[0, 0, 0] = False
+    with pytest.raises(RuntimeError, match="top-left rectangle"):
+        tiny_vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], holes)

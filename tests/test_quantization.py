@@ -104,3 +104,93 @@ def test_vision_encoder_loads_in_4bit_close_to_fp32_and_takes_lora(tmp_path):
     apply_trainability(quantized, "lora", "train_vision_encoder")
     trainable = [n for n, p in quantized.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.parametrize(("quantization", "mode"), [("nf4", "lora"), ("nf4", "dora"), ("int8", "lora")])
+def test_adapters_wrap_quantized_layers_with_peft_bnb_layers_and_merge_into_dequantized_copies(
+    tiny_lm_path, quantization, mode
+):
+    from peft.tuners.lora import bnb as peft_bnb
+
+    from vlmkit.adapters import merge_adapters
+    from vlmkit.quantization import dequantize, quantized_kind
+
+    vlm = _qlora_vlm(tiny_lm_path, quantization, mode).eval()
+    layer = vlm.language_model.model.model.layers[0].self_attn.q_proj
+    expected = peft_bnb.Linear4bit if quantization == "nf4" else peft_bnb.Linear8bitLt
+    assert type(layer) is expected  # peft's bitsandbytes LoRA layer, not its generic one
+    assert not hasattr(vlm.language_model, "is_loaded_in_4bit")  # the flags only lived through the injection
+    with torch.no_grad():
+        for name, p in vlm.named_parameters():
+            if p.requires_grad and ("lora_B" in name or "magnitude" in name or "trainable_rows" in name):
+                p.add_(0.1 * torch.randn_like(p))  # a trained adapter (B = 0 at init would merge trivially)
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted = vlm(ids).logits
+        dequantize(merge_adapters(vlm))
+        merged = vlm(ids).logits
+    assert not any(quantized_kind(m) for m in vlm.modules())
+    assert type(vlm.language_model.model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    # measured max |diff| (logits up to ~2): nf4 1.0e-6 (LoRA), 8.3e-7 (DoRA); int8 8.6e-3, as LLM.int8() also
+    # quantizes the activations while the merged layer runs in float32
+    tolerance = 1e-5 if quantization == "nf4" else 3e-2
+    torch.testing.assert_close(merged, adapted, atol=tolerance, rtol=tolerance)
+
+
+def test_4bit_layers_compute_in_their_compute_dtype_in_eval_on_cpu(tiny_lm_path):
+    from vlmkit.quantization import dequantized_weight
+
+    lm = TransformersCausalLM(tiny_lm_path, tokenizer="synthetic", quantization="nf4", compute_dtype="float32").eval()
+    layer = lm.model.model.layers[0].mlp.down_proj
+    x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(0))
+    weight = dequantized_weight(layer)
+    with torch.no_grad():  # bitsandbytes' bf16 CPU kernel (AVX512-BF16) would round to bf16 here
+        torch.testing.assert_close(layer(x), x @ weight.T, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dequantized_weight(layer), weight, atol=0, rtol=0)
+
+
+def test_quantized_device_map_is_the_local_ranks_gpu_read_at_load_time(monkeypatch):
+    from vlmkit.quantization import quantized_device_map
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert quantized_device_map() is None  # CPU: bitsandbytes' CPU path, no device map
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("SLURM_LOCALID", raising=False)
+    assert quantized_device_map() == {"": torch.device("cuda", 0)}
+    monkeypatch.setenv("SLURM_LOCALID", "2")
+    assert quantized_device_map() == {"": torch.device("cuda", 2)}
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert quantized_device_map() == {"": torch.device("cuda", 3)}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one visible GPU per process
+    assert quantized_device_map() == {"": torch.device("cuda", 0)}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="LOCAL_RANK=3 but this process sees 2 GPUs"):
+        quantized_device_map()
+
+
+class _Loaded(Exception):
+    pass
+
+
+def test_quantized_parts_load_on_the_local_ranks_gpu(monkeypatch, tiny_lm_path, tmp_path):
+    from transformers import AutoModelForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    def capture(*args, **kwargs):
+        raise _Loaded(kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", capture)
+    with pytest.raises(_Loaded) as loaded:
+        TransformersCausalLM(tiny_lm_path, tokenizer="synthetic", quantization="nf4")
+    assert loaded.value.args[0]["device_map"] == {"": torch.device("cuda", 1)}
+
+    config = SiglipVisionConfig(**{k: v for k, v in TINY_SIGLIP.items() if k != "model_type"})
+    SiglipVisionModel(config).save_pretrained(tmp_path)
+    monkeypatch.setattr(SiglipVisionModel, "from_pretrained", capture)
+    with pytest.raises(_Loaded) as loaded:
+        TransformersVisionEncoder(str(tmp_path), quantization="nf4")
+    assert loaded.value.args[0]["device_map"] == {"": torch.device("cuda", 1)}

@@ -33,6 +33,26 @@ def test_recipes_exist():
     assert {"scale/ddp.yaml", "scale/fsdp.yaml", "scale/multinode_slurm.yaml"} <= names
 
 
+def test_no_recipe_trains_on_the_cpu_when_a_gpu_is_there():
+    """``accelerator: cpu`` would train on the CPU of a GPU machine; recipes say ``auto`` (or ``gpu``)."""
+    import yaml
+
+    pinned = []
+    for recipe in sorted((ROOT / "recipes").rglob("*.yaml")):
+        accelerator = (yaml.safe_load(recipe.read_text()).get("trainer") or {}).get("accelerator")
+        if accelerator not in (None, "auto", "gpu", "cuda"):
+            pinned.append(f"{recipe.relative_to(ROOT)}: {accelerator}")
+    assert not pinned
+
+
+def test_fsdp_recipe_names_no_gpu_count():
+    import yaml
+
+    strategy = yaml.safe_load((ROOT / "recipes/scale/fsdp.yaml").read_text())["trainer"]["strategy"]
+    assert strategy["class_path"] == "vlmkit.training.FSDP2Strategy"
+    assert "data_parallel_size" not in strategy.get("init_args", {})  # the world size, whatever it is
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(ROOT / "recipes").as_posix())
 def test_recipe_launch_command_instantiates(recipe, monkeypatch):

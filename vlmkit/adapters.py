@@ -10,12 +10,15 @@ lists are needed. Adapters merge back into plain weights for export (:func:`merg
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from vlmkit.quantization import dequantized_weight, plain_linear, quantized_kind
 
 ALL_BLOCK_LINEAR = "all-block-linear"
 """Default targets: every ``nn.Linear`` inside the part's repeated blocks (attention and MLP projections)."""
@@ -117,11 +120,30 @@ def inject_lora(module: nn.Module, settings: LoRA, trainable_tokens: dict[str, l
         use_dora=settings.use_dora,
         fan_in_fan_out=transposed,  # Conv1D stores [in, out]; peft sets it per layer where both kinds are targeted
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quantization_visible(module):
         warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")  # peft's per-layer correction
         inject_adapter_in_model(config, module)
     if trainable_tokens:
         add_trainable_rows(module, trainable_tokens)
+
+
+@contextlib.contextmanager
+def _quantization_visible(module: nn.Module) -> Iterator[None]:
+    """Show peft that ``module`` holds bitsandbytes layers while it injects adapters.
+
+    peft wraps a 4-bit/8-bit layer in its bitsandbytes LoRA layer (which dequantizes for DoRA and merging) only when
+    the model it is given says ``is_loaded_in_4bit``/``is_loaded_in_8bit``, flags transformers puts on its own model.
+    A vlmkit part wraps that model, so the flags are set on the part for the injection, and removed after.
+    """
+    kinds = {quantized_kind(m) for m in module.modules()} - {None}
+    added = [f"is_loaded_in_{kind}" for kind in sorted(kinds) if not getattr(module, f"is_loaded_in_{kind}", False)]
+    for flag in added:
+        setattr(module, flag, True)
+    try:
+        yield
+    finally:
+        for flag in added:
+            delattr(module, flag)
 
 
 class TrainableRows(nn.Module):
@@ -188,7 +210,9 @@ def merge_adapters(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weights and unwrap it, in place.
 
     Afterwards the model holds plain ``nn.Linear``/``nn.Embedding`` layers with the original state-dict keys,
-    computes the same function, and loads without peft.
+    computes the same function, and loads without peft. An adapter on a quantized (bitsandbytes) layer is merged
+    into a float32 dequantized copy of its weight, and the layer becomes a plain ``nn.Linear`` (QLoRA export;
+    re-quantizing the sum would lose the adapter's update to rounding).
 
     Returns:
         ``model``, for chaining.
@@ -202,9 +226,33 @@ def merge_adapters(model: nn.Module) -> nn.Module:
             del child.trainable_rows
     for name, child in list(model.named_modules()):
         if isinstance(child, BaseTunerLayer) and name:
+            if quantized_kind(child.get_base_layer()) is not None:
+                model.set_submodule(name, _merge_into_dequantized(child))
+                continue
             child.merge()
             model.set_submodule(name, child.get_base_layer())
     return model
+
+
+def _merge_into_dequantized(layer: nn.Module) -> nn.Linear:
+    """A plain ``nn.Linear`` computing what the LoRA/DoRA ``layer`` over a bitsandbytes linear layer computes.
+
+    LoRA: ``W + (alpha / r) B A``; DoRA: ``m / ||W + (alpha / r) B A||_row * (W + (alpha / r) B A)``, with ``W`` the
+    dequantized base weight, all in float32; the result takes the layer's compute dtype.
+    """
+    base = layer.get_base_layer()
+    weight = dequantized_weight(base)  # [out, in]
+    for adapter in layer.active_adapters:
+        if adapter not in layer.lora_A:
+            continue
+        delta = layer.get_delta_weight(adapter).float()  # [out, in], scaling included
+        magnitude = getattr(layer, "lora_magnitude_vector", {})
+        if adapter in magnitude:  # DoRA
+            norm = torch.linalg.norm(weight + delta, dim=1)  # [out]
+            weight = (magnitude[adapter].weight.float() / norm)[:, None] * (weight + delta)
+        else:
+            weight = weight + delta
+    return plain_linear(base, weight)
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -2,7 +2,8 @@
 
 The model is rebuilt from the same recipe the checkpoint was trained with, the checkpoint's weights are loaded,
 and then either every LoRA/DoRA adapter is merged into its base weights (``model.safetensors``: loads into the
-same recipe composed without adapters, no peft needed), or only the trainable parameters are written
+same recipe composed without adapters, no peft needed; quantized (QLoRA) layers are dequantized first, so the
+file loads into the recipe with ``quantization: null``), or only the trainable parameters are written
 (``trainable.safetensors``: adapters, connector, fusion blocks, new token rows; loads onto a freshly composed
 model with :func:`vlmkit.adapters.load_trainable`). The resolved recipe is saved next to the weights.
 
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 from vlmkit.adapters import has_adapters, merge_adapters, save_trainable, trainable_state_dict
+from vlmkit.quantization import dequantize, quantized_kind
 
 
 def export(vlm, ckpt_path: str | None, output_dir: str | Path, adapters_only: bool = False) -> Path:
@@ -41,11 +43,13 @@ def export(vlm, ckpt_path: str | None, output_dir: str | Path, adapters_only: bo
         summary = {"kind": "trainable", "tensors": len(trainable_state_dict(vlm))}
     else:
         merged = has_adapters(vlm)
-        merge_adapters(vlm)
+        quantized = any(quantized_kind(m) is not None for m in vlm.modules())
+        merge_adapters(vlm)  # adapters on quantized layers merge into dequantized copies
+        dequantize(vlm)  # quantized layers without adapters: plain weights too
         path = output / "model.safetensors"
         state = {k: v.detach().contiguous() for k, v in vlm.state_dict().items()}
         save_file(state, str(path))
-        summary = {"kind": "merged" if merged else "full", "tensors": len(state)}
+        summary = {"kind": "merged" if merged else "full", "dequantized": quantized, "tensors": len(state)}
     (output / "export.json").write_text(json.dumps({**summary, "checkpoint": ckpt_path}, indent=2) + "\n")
     return path
 

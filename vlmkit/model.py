@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmkit.checks import check_equal, host_reads_are_free
 from vlmkit.data.token_budget import TokenBudget, token_budget
 from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
 from vlmkit.llm.transformers_lm import output_cache
@@ -103,6 +104,7 @@ class VisionLanguageModel(nn.Module):
         if stop_token_ids is None:
             stop_token_ids = (tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN), tokenizer.eos_token_id)
         self.stop_token_ids: tuple[int, ...] = tuple(dict.fromkeys(t for t in stop_token_ids if t is not None))
+        self._token_tables: dict[tuple[int, str], torch.Tensor] = {}  # see _check_placeholders
 
     @property
     def tokenizer(self):
@@ -226,23 +228,51 @@ class VisionLanguageModel(nn.Module):
     def _check_placeholders(
         self, image_token_mask: torch.Tensor, pixel_values: torch.Tensor | None, patch_mask: torch.Tensor | None
     ) -> None:
-        """Fail fast, before any compute, when placeholders and images disagree."""
-        num_placeholders = int(image_token_mask.sum())
-        if pixel_values is None or pixel_values.shape[0] == 0:
-            expected = 0
-        else:
-            n, _, h, w = pixel_values.shape
+        """Fail fast, before any compute, when placeholders and images disagree.
+
+        On CPU a ``ValueError`` names both counts; on an accelerator the check is a device-side assertion, so the
+        forward pass never waits for the device (see :mod:`vlmkit.checks`).
+        """
+        num_images = 0 if pixel_values is None else pixel_values.shape[0]
+        expected: torch.Tensor | int = 0
+        if num_images:
+            _, _, h, w = pixel_values.shape
             patch = self.vision_encoder.patch_size
             if patch_mask is None:
-                real_patches = [(h // patch) * (w // patch)] * n
-            else:
-                real_patches = patch_mask.flatten(1).sum(1).tolist()
-            expected = sum(self.fusion.tokens_per_image(self.connector.num_visual_tokens(int(p))) for p in real_patches)
-        if num_placeholders != expected:
-            raise ValueError(
-                f"the text holds {num_placeholders} image placeholder tokens but the "
-                f"{0 if pixel_values is None else pixel_values.shape[0]} images need {expected} visual tokens"
-            )
+                expected = num_images * self._tokens_for_patches((h // patch) * (w // patch))
+            elif host_reads_are_free(patch_mask):
+                expected = sum(self._tokens_for_patches(int(p)) for p in patch_mask.flatten(1).sum(1).tolist())
+            else:  # the per-image patch counts stay on the device: look their token counts up there
+                table = self._token_table(patch_mask[0].numel(), patch_mask.device)  # [max patches + 1]
+                expected = table[patch_mask.flatten(1).sum(1)].sum()
+        check_equal(
+            image_token_mask.sum(),
+            expected,
+            lambda found, needed: (
+                f"the text holds {found} image placeholder tokens but the "
+                f"{num_images} images need {needed} visual tokens"
+            ),
+        )
+
+    def _tokens_for_patches(self, num_patches: int) -> int:
+        """Placeholder tokens for one image with ``num_patches`` real patches."""
+        return self.fusion.tokens_per_image(self.connector.num_visual_tokens(num_patches))
+
+    def _token_table(self, max_patches: int, device: torch.device) -> torch.Tensor:
+        """``[max_patches + 1]`` placeholder tokens per real-patch count, on ``device`` (cached per size)."""
+        key = (max_patches, str(device))
+        if key not in self._token_tables:
+            counts = []
+            for num_patches in range(max_patches + 1):
+                try:
+                    counts.append(self._tokens_for_patches(num_patches))
+                except ValueError:  # more patches than the connector takes: never matches
+                    counts.append(-(2**40))
+            table = torch.tensor(counts)
+            if device.type == "cuda":
+                table = table.pin_memory()  # so the copy below does not wait for the device
+            self._token_tables[key] = table.to(device, non_blocking=True)
+        return self._token_tables[key]
 
     @torch.no_grad()
     def generate(

@@ -112,3 +112,27 @@ def test_invalid_arguments():
         PerceiverResampler(12, 64, num_latents=0)
     with pytest.raises(ValueError, match="activation"):
         PerceiverResampler(12, 64, activation="nope", **TINY)
+
+
+def test_masked_attention_expands_kv_heads_so_sdpa_keeps_its_efficient_kernels(monkeypatch):
+    """With a mask, ``enable_gqa`` sends SDPA to its math kernel: the KV heads are repeated instead (same numbers)."""
+    import torch.nn.functional as F
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        calls.append((q.shape[1], k.shape[1], kwargs.get("attn_mask") is not None, kwargs.get("enable_gqa", False)))
+        return sdpa(q, k, v, **kwargs)
+
+    torch.manual_seed(0)
+    resampler = PerceiverResampler(12, 64, **TINY).eval()
+    features = torch.randn(2, 7, 12)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    with torch.no_grad():
+        masked = resampler(features, torch.ones(2, 7, dtype=torch.bool))
+        assert calls and all(c == (4, 4, True, False) for c in calls)  # 4 query heads, 4 (repeated) KV heads
+        calls.clear()
+        unmasked = resampler(features)
+        assert calls and all(c == (4, 2, False, True) for c in calls)  # no mask: native GQA (flash kernel)
+    torch.testing.assert_close(masked, unmasked, rtol=0, atol=1e-6)

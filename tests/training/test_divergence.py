@@ -37,9 +37,10 @@ class Regression(L.LightningModule):
         return torch.utils.data.DataLoader(list(zip(x, x.sum(1, keepdim=True))), batch_size=4)
 
 
-def _fit(module, guard, tmp_path, max_steps=12, checkpoint=None):
+def _fit(module, guard, tmp_path, max_steps=12, checkpoint=None, accumulate_grad_batches=1):
     callbacks = [guard] + ([checkpoint] if checkpoint else [])
     trainer = L.Trainer(
+        accumulate_grad_batches=accumulate_grad_batches,
         accelerator="cpu",
         max_steps=max_steps,
         logger=False,
@@ -99,3 +100,38 @@ def test_rollback_without_checkpoint_and_too_many_rollbacks_stop(tmp_path):
     guard = DivergenceGuard(window=2, action="rollback", max_rollbacks=1)
     with pytest.raises(DivergenceError, match=r"after 1 rollbacks: loss is nan at step 6"):
         _fit(Regression(inject={4: float("nan"), 6: float("nan")}), guard, tmp_path, checkpoint=checkpoint)
+
+
+@pytest.mark.integration
+def test_the_guard_judges_each_optimizer_step_once_with_one_collective(tmp_path, monkeypatch):
+    """With 4 micro-batches per step: one all-gather per optimizer step (not one all-reduce per micro-batch)."""
+    from collections import Counter
+
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    collectives = Counter()
+    for name in ("all_gather", "reduce", "reduce_boolean_decision", "broadcast", "barrier"):
+        original = getattr(SingleDeviceStrategy, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            collectives[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(SingleDeviceStrategy, name, counted)
+    _fit(Regression(), DivergenceGuard(window=2), tmp_path, max_steps=3, accumulate_grad_batches=4)
+    with_guard = collectives.copy()
+    collectives.clear()
+    batches = _CountBatches()
+    _fit(Regression(), batches, tmp_path, max_steps=3, accumulate_grad_batches=4)
+    assert batches.count == 12
+    assert with_guard - collectives == Counter(all_gather=3)  # the guard's own: one per optimizer step
+    with pytest.raises(DivergenceError, match=r"stopped training: loss is nan at step 2$"):  # a NaN micro-batch
+        _fit(Regression(inject={2: float("nan")}), DivergenceGuard(window=2), tmp_path, 3, accumulate_grad_batches=4)
+
+
+class _CountBatches(L.Callback):
+    def __init__(self):
+        self.count = 0
+
+    def on_train_batch_end(self, *args):
+        self.count += 1

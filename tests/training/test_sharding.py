@@ -58,3 +58,47 @@ def test_parameters_without_gradient_names_trainable_weights_outside_the_loss():
     model["unused"].bias.requires_grad_(False)
     model["used"](torch.ones(1, 2)).sum().backward()
     assert parameters_without_gradient(model) == ["unused.weight"]
+
+
+@pytest.fixture
+def single_process_group():
+    """A one-rank gloo group (in-memory store, no environment variables), destroyed after the test."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield init_device_mesh("cpu", (1, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("gradient_checkpointing", [True, False])
+def test_blocks_are_checkpointed_once_when_both_switches_are_on(single_process_group, gradient_checkpointing):
+    import warnings
+
+    import torch
+    from tiny_models import build_tiny_vlm
+    from torch.distributed._composable.contract import _get_registry
+
+    vlm = build_tiny_vlm(train_language_model="full", gradient_checkpointing=gradient_checkpointing)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        FullyShard(activation_checkpointing=True).apply(vlm, vlm.block_classes(), single_process_group)
+    warned = [w for w in caught if "already recompute their activations" in str(w.message)]
+    assert len(warned) == int(gradient_checkpointing)
+    layer = vlm.language_model.decoder_layers()[0]
+    layer = getattr(layer, "_checkpoint_wrapped_module", layer)  # the decoder layer itself
+    composable = set(_get_registry(layer) or {})  # what torch.distributed._composable applied to the layer
+    assert composable == ({"fully_shard"} if gradient_checkpointing else {"checkpoint", "fully_shard"})
+    forwards = []
+    forward = layer.forward  # counted here: recomputation runs the forward without forward hooks
+
+    def counted(*args, **kwargs):
+        forwards.append(1)
+        return forward(*args, **kwargs)
+
+    layer.forward = counted
+    ids = torch.randint(0, 300, (2, 8), generator=torch.Generator().manual_seed(0))
+    vlm(ids).logits.sum().backward()
+    assert len(forwards) == 2  # forward + one recomputation in backward (3 when checkpointed twice)

@@ -69,7 +69,15 @@ class PerceiverAttention(nn.Module):
         queries = queries.transpose(1, 2)  # [n, h, l, hd]
         keys = keys.view(n, -1, self.num_key_value_heads, self.head_dim).transpose(1, 2)  # [n, kv, p + l, hd]
         values = values.view(n, -1, self.num_key_value_heads, self.head_dim).transpose(1, 2)  # [n, kv, p + l, hd]
-        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask, enable_gqa=True)  # [n,h,l,hd]
+        if attn_mask is not None and self.num_heads != self.num_key_value_heads:
+            # SDPA's memory-efficient kernel takes a mask but no GQA (it would fall back to the math kernel): one
+            # key/value head per query head instead, the same numbers
+            groups = self.num_heads // self.num_key_value_heads
+            keys = keys.repeat_interleave(groups, dim=1)  # [n, h, p + l, hd]
+            values = values.repeat_interleave(groups, dim=1)  # [n, h, p + l, hd]
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)  # [n, h, l, hd]
+        else:
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(n, num_latents, -1))  # [n, l, d]
 
 

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from vlmkit.data.image_processing import ImageProcessor
+from vlmkit.data.loading import loader_options
 from vlmkit.data.mixture import MixtureStream
 from vlmkit.data.render import SampleRenderer, Truncation
 from vlmkit.data.sequence_packing import PackedCollator
@@ -66,7 +67,8 @@ class MixtureDataModule(L.LightningDataModule):
             (default: synthetic pairs, PDFs, interleaved documents and conversations, equal weights).
         val_sources: Validation sources, each read once per validation (default: none).
         batch_size: Rows per batch (packed rows when ``pack_length`` is set).
-        num_workers: Dataloader workers (each reads disjoint shards).
+        num_workers: Dataloader workers (each reads disjoint shards). Explicit, as the shards' split across
+            readers and a resumed data stream depend on it; GPU recipes set 4-8 per process.
         seed: Mixture seed (source draws, shard order, shuffle buffers, augmentation).
         pack_length: Pack training samples into rows of this many tokens (``>=`` every source's
             ``max_length``); ``None`` keeps one sample per row. Needs fully autoregressive fusion.
@@ -81,6 +83,7 @@ class MixtureDataModule(L.LightningDataModule):
         max_bad_fraction: Stop with an error once more than this fraction of read samples was skipped.
         min_samples_for_bad_fraction: Samples to read before ``max_bad_fraction`` is enforced.
         log_every_n_batches: Log the counters (``data/<source>/<reason>``, ``data/<source>/share``) this often.
+        pin_memory: Page-locked batches for faster host-to-GPU copies; ``None``: when training on CUDA.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class MixtureDataModule(L.LightningDataModule):
         max_bad_fraction: float = 0.05,
         min_samples_for_bad_fraction: int = 100,
         log_every_n_batches: int = 50,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
         if sources is None:
@@ -123,6 +127,7 @@ class MixtureDataModule(L.LightningDataModule):
         self.max_bad_fraction = max_bad_fraction
         self.min_samples_for_bad_fraction = min_samples_for_bad_fraction
         self.log_every_n_batches = log_every_n_batches
+        self.pin_memory = pin_memory
         self.model: VisionLanguageModel | None = None
         self.train_stats: DataStats | None = None
         self.val_stats: DataStats | None = None
@@ -194,6 +199,7 @@ class MixtureDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            pin_memory=loader_options(self.trainer, self.num_workers, self.pin_memory)["pin_memory"],
             collate_fn=PackedCollator(self.model.tokenizer.pad_token_id, self.model.vision_encoder.patch_size),
         )
 

@@ -16,6 +16,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from vlmkit.data.collate import VLMCollator
+from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.data.resumable_sampler import ResumableSampler
 from vlmkit.data.synthetic import SyntheticVQADataset
@@ -88,7 +89,9 @@ class SyntheticVQADataModule(L.LightningDataModule):
         num_predict: Samples answered by ``vlmkit predict``.
         seed: Base seed; splits use ``seed``, ``seed + 1``, ``seed + 2``, ``seed + 3``.
         batch_size: Samples per batch.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; ``None``: none on CPU, up to 4 per GPU process
+            (:func:`~vlmkit.data.loading.loader_options`).
+        pin_memory: Page-locked batches for faster host-to-GPU copies; ``None``: when training on CUDA.
         min_size: Smallest side of generated images, in pixels.
         max_size: Largest side of generated images, in pixels.
         max_shapes: Most shapes per image (1 to 3); fewer makes the questions easier.
@@ -110,7 +113,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
         num_predict: int = 16,
         seed: int = 0,
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         min_size: int = 32,
         max_size: int = 96,
         max_shapes: int = 3,
@@ -119,6 +122,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
         image_splitting: float = 0.0,
         eval_image_splitting: bool = False,
         upscale_probability: float = 0.0,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -205,9 +209,8 @@ class SyntheticVQADataModule(L.LightningDataModule):
             dataset,
             batch_size=self.hparams.batch_size,
             sampler=sampler,
-            num_workers=self.hparams.num_workers,
             collate_fn=collate,
-            persistent_workers=self.hparams.num_workers > 0,
+            **loader_options(self.trainer, self.hparams.num_workers, self.hparams.pin_memory),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -12,6 +12,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from vlmkit.data.collate import VLMCollator
+from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.eval.task import EvalTask, PromptDataset
 
@@ -23,20 +24,22 @@ class EvaluationDataModule(L.LightningDataModule):
         tasks: The evaluations, each with its own dataloader and metric.
         batch_size: Prompts per batch (the paper evaluates with 1; batched greedy decoding with left
             padding gives the same answers).
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers; ``None``: none on CPU, up to 4 per GPU process.
         max_image_size: Processor cap on the longest side.
         min_image_size: Processor target for the shortest side.
         image_splitting: Split every image into 4 crops + itself (320 instead of 64 tokens in Idefics2).
+        pin_memory: Page-locked batches for faster host-to-GPU copies; ``None``: when running on CUDA.
     """
 
     def __init__(
         self,
         tasks: list[EvalTask],
         batch_size: int = 1,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         max_image_size: int = 980,
         min_image_size: int = 378,
         image_splitting: bool = False,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
         names = [task.name for task in tasks]
@@ -48,6 +51,7 @@ class EvaluationDataModule(L.LightningDataModule):
         self.max_image_size = max_image_size
         self.min_image_size = min_image_size
         self.image_splitting = image_splitting
+        self.pin_memory = pin_memory
         self.processor: VLMProcessor | None = None
         self.patch_size: int | None = None
 
@@ -77,8 +81,8 @@ class EvaluationDataModule(L.LightningDataModule):
             DataLoader(
                 PromptDataset(task, i, self.processor, self.image_splitting),
                 batch_size=self.batch_size,
-                num_workers=self.num_workers,
                 collate_fn=collate,
+                **loader_options(self.trainer, self.num_workers, self.pin_memory),
             )
             for i, task in enumerate(self.tasks)
         ]

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmkit.checks import check_equal
 from vlmkit.interfaces import LanguageModel
 
 
@@ -55,20 +56,25 @@ class FullyAutoregressiveFusion(nn.Module):
             **lm_kwargs: ``attention_mask``, ``position_ids``, ``cache``, ``use_cache``; ``segment_ids`` (packing).
 
         Raises:
-            ValueError: If the number of placeholders differs from the number of visual tokens.
+            ValueError: If the number of placeholders differs from the number of visual tokens (on CPU; a
+                device-side assertion elsewhere, see :mod:`vlmkit.checks`).
         """
-        num_placeholders = int(image_token_mask.sum())
-        if visual_tokens is None:
-            num_visual = 0
-        else:
-            visual_tokens = visual_tokens.flatten(0, 1) if visual_mask is None else visual_tokens[visual_mask]
-            num_visual = visual_tokens.shape[0]  # [n_real_visual_tokens, d]
-        if num_placeholders != num_visual:
-            raise ValueError(
-                f"the text holds {num_placeholders} image placeholder tokens but the images produced "
-                f"{num_visual} visual tokens"
-            )
-        if num_visual:
+        num_visual: torch.Tensor | int = 0
+        if visual_tokens is not None:
+            num_visual = visual_tokens.shape[0] * visual_tokens.shape[1]
+            visual_tokens = visual_tokens.flatten(0, 1)  # [n * v, d]
+            if visual_mask is not None:  # real tokens first, in order (no boolean indexing: it reads the device)
+                real = visual_mask.flatten()  # [n * v]
+                visual_tokens = visual_tokens[torch.argsort((~real).to(torch.int8), stable=True)]  # [n * v, d]
+                num_visual = real.sum()
+        check_equal(
+            image_token_mask.sum(),
+            num_visual,
+            lambda found, produced: (
+                f"the text holds {found} image placeholder tokens but the images produced {produced} visual tokens"
+            ),
+        )
+        if visual_tokens is not None:  # fills the placeholders with the first (real) visual tokens, in order
             mask = image_token_mask.unsqueeze(-1).expand_as(inputs_embeds)  # [b, s, d]
             inputs_embeds = inputs_embeds.masked_scatter(mask, visual_tokens.to(inputs_embeds.dtype))
         return language_model(inputs_embeds=inputs_embeds, **lm_kwargs)

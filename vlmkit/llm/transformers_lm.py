@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmkit.attention import attention_implementation
 from vlmkit.llm.layers import find_decoder_layers, packing_unsupported_reason
-from vlmkit.quantization import Quantization, bitsandbytes_config
+from vlmkit.quantization import Quantization, bitsandbytes_config, keep_compute_dtype, quantized_device_map
 from vlmkit.text.tokenizer import load_tokenizer
 
 
@@ -62,9 +63,11 @@ class TransformersCausalLM(nn.Module):
         attn_implementation: ``"sdpa"``, ``"eager"``, ``"flex_attention"`` or a flash-attention variant
             (``"flash_attention_2"``, ``"flash_attention_3"``, a ``kernels`` hub kernel). Packed rows get a 4-D
             block-diagonal mask under the first three and varlen lengths under flash attention.
+            ``"flash_attention_2"`` falls back to ``"sdpa"``, with a warning, when the flash-attn package or
+            CUDA is missing.
         quantization: Load the checkpoint's linear layers quantized by bitsandbytes (``"nf4"``,
             ``"fp4"``, ``"int8"``) for QLoRA; needs ``name_or_path``. The part must then be
-            ``frozen`` or adapted (``lora``/``dora``).
+            ``frozen`` or adapted (``lora``/``dora``). Each process loads onto its own GPU (``LOCAL_RANK``).
         compute_dtype: Dtype name of 4-bit matmuls and non-quantized weights when quantized
             (``"bfloat16"`` on GPU; ``"float32"`` on CPU).
 
@@ -93,6 +96,7 @@ class TransformersCausalLM(nn.Module):
         if quantization is not None and name_or_path is None:
             raise ValueError("quantization needs a checkpoint (name_or_path): weights are quantized as they load")
         dtype = parse_dtype(torch_dtype)
+        attn_implementation = attention_implementation(attn_implementation, "language_model.attn_implementation")
         self.quantization = quantization
         self.tokenizer = load_tokenizer(tokenizer or name_or_path)
         if name_or_path is not None:
@@ -100,11 +104,12 @@ class TransformersCausalLM(nn.Module):
             if quantization is not None:
                 compute = parse_dtype(compute_dtype)
                 config_ = bitsandbytes_config(quantization, compute, "language_model.quantization")
-                extra = {"quantization_config": config_}
+                extra = {"quantization_config": config_, "device_map": quantized_device_map()}
                 dtype = dtype or compute
             self.model = AutoModelForCausalLM.from_pretrained(
                 name_or_path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False, **extra
             )
+            keep_compute_dtype(self.model)
         else:
             hf_config = build_transformers_config(config, "language_model.config")
             self.model = AutoModelForCausalLM.from_config(

@@ -5,5 +5,14 @@ from vlmkit.training.divergence import DivergenceError, DivergenceGuard
 from vlmkit.training.module import VLMModule
 from vlmkit.training.schedules import WarmupCosineSchedule
 from vlmkit.training.sharding import FullyShard
+from vlmkit.training.strategy import FSDP2Strategy
 
-__all__ = ["DivergenceError", "DivergenceGuard", "FullyShard", "PredictionWriter", "VLMModule", "WarmupCosineSchedule"]
+__all__ = [
+    "DivergenceError",
+    "DivergenceGuard",
+    "FSDP2Strategy",
+    "FullyShard",
+    "PredictionWriter",
+    "VLMModule",
+    "WarmupCosineSchedule",
+]

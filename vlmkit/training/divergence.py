@@ -1,9 +1,10 @@
 """``DivergenceGuard``: stop, or roll back to the last checkpoint, when the training loss diverges.
 
 Paper Finding 3: unfreezing the backbones of a fully autoregressive VLM makes training diverge.
-The guard watches the training loss after every step: a non-finite loss, or a loss above
-``spike_factor`` times its moving mean over the last ``window`` steps, is divergence. All ranks
-decide together (one rank's NaN stops every rank). ``action="stop"`` raises
+The guard watches the training loss of every optimizer step (the mean over its accumulated micro-batches): a
+non-finite loss, or a loss above ``spike_factor`` times the moving mean of the last ``window`` steps, is
+divergence. All ranks decide together (one rank's NaN stops every rank) from one all-gather of the step's losses
+per optimizer step, and nothing is read back from the device between steps. ``action="stop"`` raises
 :class:`DivergenceError` before any later checkpoint is written; ``action="rollback"`` reloads the
 model, optimizer and scheduler states of the last checkpoint and carries on with the next batches
 (the step counter and the data keep moving, so the batches that diverged are not replayed).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,32 +67,63 @@ class DivergenceGuard(Callback):
         self.rollbacks = 0
         self.events: list[str] = []
         self._recent: deque[float] = deque(maxlen=window)
+        self._step_seen = 0  # trainer.global_step after the last judged optimizer step
+        self._pending: tuple[torch.Tensor, int] | None = None  # this step's summed micro-batch losses, count
 
     def check(self, loss: float, step: int) -> str | None:
         """Why ``loss`` at ``step`` is divergence, or ``None`` (and the loss joins the moving window)."""
-        if not math.isfinite(loss):
-            return f"loss is {loss} at step {step}"
+        return self.check_ranks([loss], step)[0]
+
+    def check_ranks(self, losses: Sequence[float], step: int) -> list[str | None]:
+        """Each rank's reason why its loss at ``step`` is divergence (``None``: fine).
+
+        When no rank diverged, the mean of ``losses`` joins the moving window; every rank judges the same
+        gathered losses against the same window, so all ranks agree without another collective.
+        """
+        mean = None
         if len(self._recent) == self.window and 0 < self.spike_factor < math.inf:
             mean = sum(self._recent) / len(self._recent)
-            if loss > self.spike_factor * mean:
-                return (
-                    f"loss spike at step {step}: {loss:.4g} > {self.spike_factor:g} x {mean:.4g} "
-                    f"(mean of the last {self.window} steps)"
-                )
-        self._recent.append(loss)
+        reasons = [self._reason(loss, step, mean) for loss in losses]
+        if all(reason is None for reason in reasons):
+            self._recent.append(sum(losses) / len(losses))
+        return reasons
+
+    def _reason(self, loss: float, step: int, mean: float | None) -> str | None:
+        if not math.isfinite(loss):
+            return f"loss is {loss} at step {step}"
+        if mean is not None and loss > self.spike_factor * mean:
+            return (
+                f"loss spike at step {step}: {loss:.4g} > {self.spike_factor:g} x {mean:.4g} "
+                f"(mean of the last {self.window} steps)"
+            )
         return None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start counting optimizer steps from where training (re)starts."""
+        self._step_seen = trainer.global_step
+        self._pending = None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Judge this step's loss (agreed across ranks) and act on divergence."""
+        """Add this micro-batch's loss to the step's; after an optimizer step, judge it (agreed across ranks)."""
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None:
+        if loss is not None:  # Lightning's loss is divided by accumulate_grad_batches: the sum is the step's mean
+            loss = loss.detach().float() * trainer.accumulate_grad_batches
+            total, count = self._pending or (0.0, 0)
+            self._pending = (loss + total, count + 1)  # stays on the device: no sync per micro-batch
+        if trainer.global_step == self._step_seen:  # still accumulating gradients: no optimizer step yet
             return
-        reason = self.check(float(loss), trainer.global_step)
-        if not trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
+        self._step_seen = trainer.global_step
+        if self._pending is None:
             return
-        reason = _name_ranks(reason, trainer.world_size)
+        total, count = self._pending
+        self._pending = None
+        losses = trainer.strategy.all_gather(total / count).reshape(-1).tolist()  # [world]: the one sync
+        reasons = self.check_ranks(losses, trainer.global_step)
+        if all(reason is None for reason in reasons):
+            return
+        reason = _name_ranks(reasons)
         self.events.append(reason)
         if self.action == "stop" or self.rollbacks >= self.max_rollbacks:
             why = "" if self.action == "stop" else f" after {self.rollbacks} rollbacks"
@@ -127,10 +160,8 @@ class DivergenceGuard(Callback):
         self._recent = deque((float(x) for x in state_dict.get("recent", [])), maxlen=self.window)
 
 
-def _name_ranks(reason: str | None, world_size: int) -> str:
-    """Every rank's reason, prefixed with its rank, when several processes train (a collective)."""
-    if world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return reason or "another rank's loss diverged"
-    reasons: list[str | None] = [None] * world_size
-    torch.distributed.all_gather_object(reasons, reason)
+def _name_ranks(reasons: list[str | None]) -> str:
+    """The ranks' reasons, each prefixed with its rank when several processes train."""
+    if len(reasons) == 1:
+        return reasons[0] or ""
     return "; ".join(f"rank {rank}: {text}" for rank, text in enumerate(reasons) if text is not None)

@@ -11,6 +11,7 @@ Lightning's FSDP1 ``FSDPStrategy`` (GPU only).
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -39,7 +40,8 @@ class FullyShard:
         reduce_dtype: Dtype of the gradient reduce-scatter/all-reduce (``float32`` for stability).
         reshard_after_forward: Free gathered weights after each block's forward (ZeRO-3) rather
             than keeping them until backward (ZeRO-2: more memory, fewer all-gathers).
-        activation_checkpointing: Recompute each block's activations in backward.
+        activation_checkpointing: Recompute each block's activations in backward. One switch with the model's
+            ``gradient_checkpointing``: when that is on already, this adds nothing (a warning says so).
         cpu_offload: Keep sharded weights, gradients and optimizer state in CPU memory (GPU runs).
 
     Example:
@@ -117,13 +119,32 @@ class FullyShard:
         if self.cpu_offload:
             options["offload_policy"] = CPUOffloadPolicy()
         blocks = [m for m in model.modules() if isinstance(m, block_classes)] if block_classes else []
+        checkpointing = self.activation_checkpointing and not _warn_if_checkpointed(model)
         for block in blocks:
-            if self.activation_checkpointing:
+            if checkpointing:
                 from torch.distributed._composable import checkpoint
 
                 checkpoint(block)
             fully_shard(block, reshard_after_forward=self.reshard_after_forward, **options)
         fully_shard(model, **options)
+
+
+def _warn_if_checkpointed(model: nn.Module) -> bool:
+    """Whether ``model``'s blocks already recompute their activations (``gradient_checkpointing=True``), with a warning.
+
+    A second checkpoint around a checkpointed block saves no memory; nested, the two have been measured to run the
+    block's forward three times per step instead of two.
+    """
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+
+    if not any(isinstance(m, CheckpointWrapper) for m in model.modules()):
+        return False
+    warnings.warn(
+        "FullyShard(activation_checkpointing=True) on a model built with gradient_checkpointing=True: its blocks "
+        "already recompute their activations, so FullyShard adds no second checkpoint (set only one of the two)",
+        stacklevel=3,
+    )
+    return True
 
 
 def parameters_without_gradient(module: nn.Module) -> list[str]:

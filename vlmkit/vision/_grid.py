@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from vlmkit.checks import check_true
+
 
 def real_grid_sizes(pixel_values: torch.Tensor, patch_mask: torch.Tensor | None, patch_size: int) -> torch.Tensor:
     """Validate the encoder inputs and return each image's real patch grid.
@@ -37,8 +39,8 @@ def real_grid_sizes(pixel_values: torch.Tensor, patch_mask: torch.Tensor | None,
         raise ValueError(f"patch_mask must have shape {(n, rows, cols)}, got {tuple(patch_mask.shape)}.")
     patch_mask = patch_mask.bool()
     grid_sizes = torch.stack([patch_mask[:, :, 0].sum(1), patch_mask[:, 0, :].sum(1)], dim=1)  # [n, 2]
-    if not torch.equal(rectangle_mask(grid_sizes, rows, cols), patch_mask):
-        raise ValueError("patch_mask must mark a top-left rectangle of real patches in each image.")
+    rectangles = (rectangle_mask(grid_sizes, rows, cols) == patch_mask).all()  # no host read: see vlmkit.checks
+    check_true(rectangles, "patch_mask must mark a top-left rectangle of real patches in each image.")
     return grid_sizes
 
 

@@ -18,6 +18,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vlmkit.checks import host_reads_are_free
 from vlmkit.vision._grid import bucket_position_ids, real_grid_sizes, rectangle_mask, same_segment_mask
 from vlmkit.vision._packing import packed_forward, segment_ids
 
@@ -148,7 +149,8 @@ class TimmVisionEncoder(nn.Module):
         x = torch.cat([*prefix, x], dim=1)  # [n, prefix + rows*cols, d]
         x = model.norm_pre(model.pos_drop(x))
 
-        if patch_mask is None or bool(patch_mask.all()):  # no padding: nothing to mask or pack
+        if patch_mask is None or (host_reads_are_free(patch_mask) and bool(patch_mask.all())):  # no padding
+            # nothing to mask or pack (off CPU the masked path runs: same features, no wait for the device)
             x = self._encode(x)
         else:
             real = patch_mask.flatten(1)  # [n, rows*cols]

@@ -29,7 +29,9 @@ from transformers.utils.constants import (
     OPENAI_CLIP_STD,
 )
 
-from vlmkit.quantization import Quantization, bitsandbytes_config
+from vlmkit.attention import attention_implementation
+from vlmkit.checks import host_reads_are_free
+from vlmkit.quantization import Quantization, bitsandbytes_config, keep_compute_dtype, quantized_device_map
 from vlmkit.vision._grid import bucket_position_ids, real_grid_sizes
 from vlmkit.vision._packing import packed_forward, segment_ids, varlen_kwargs
 
@@ -75,7 +77,8 @@ class TransformersVisionEncoder(nn.Module):
         config: Instead of a checkpoint, a config dict with a ``model_type`` key, e.g.
             ``{"model_type": "siglip_vision_model", "hidden_size": 64, ...}``; weights are randomly initialised.
         torch_dtype: Parameter dtype name (``"bfloat16"``, ``"float32"``, ... or ``"auto"`` for the checkpoint's).
-        attn_implementation: ``"eager"``, ``"sdpa"``, ``"flash_attention_2"``, ... (transformers' default if None).
+        attn_implementation: ``"eager"``, ``"sdpa"``, ``"flash_attention_2"``, ... (transformers' default if None;
+            ``"sdpa"``, with a warning, for ``"flash_attention_2"`` without the flash-attn package or CUDA).
         position_embedding: How a grid other than the pretrained square one gets positions: ``"interpolate"``
             (bicubic resampling of the pretrained table, as the Idefics2 paper describes) or ``"bucket"``
             (Idefics2's fractional-coordinate buckets, as its released vision tower uses). None picks the family's
@@ -85,7 +88,8 @@ class TransformersVisionEncoder(nn.Module):
             that entry without it (e.g. -2 for LLaVA's penultimate layer). Layers after it are not run.
         packing: Run a padded batch as one sequence of its real patches (see above) instead of masking padding.
         quantization: Load the checkpoint's linear layers quantized by bitsandbytes (``"nf4"``, ``"fp4"``,
-            ``"int8"``); needs ``name_or_path``; the part is then ``frozen`` or adapted (QLoRA).
+            ``"int8"``); needs ``name_or_path``; the part is then ``frozen`` or adapted (QLoRA). Each process loads
+            onto its own GPU (``LOCAL_RANK``).
         compute_dtype: Dtype name of quantized matmuls and the other weights (``"bfloat16"`` on GPU).
 
     Raises:
@@ -126,6 +130,7 @@ class TransformersVisionEncoder(nn.Module):
             compute = _dtype(compute_dtype)
             quantization_config = bitsandbytes_config(quantization, compute, "vision_encoder.quantization")
             torch_dtype = torch_dtype or compute_dtype
+        attn_implementation = attention_implementation(attn_implementation, "vision_encoder.attn_implementation")
         self.backbone, model_type = _build_backbone(
             name_or_path, config, torch_dtype, attn_implementation, quantization_config
         )
@@ -188,7 +193,8 @@ class TransformersVisionEncoder(nn.Module):
             x = torch.cat([cls.to(x.dtype).expand(n, 1, -1), x], dim=1)  # [n, 1 + rows*cols, d]
             x = self.backbone.pre_layrnorm(x)
 
-        if patch_mask is None or bool(patch_mask.all()):  # no padding: nothing to mask or pack
+        if patch_mask is None or (host_reads_are_free(patch_mask) and bool(patch_mask.all())):  # no padding
+            # nothing to mask or pack (off CPU the masked path runs: same features, no wait for the device)
             x = self._encode(x)
         else:
             real = patch_mask.flatten(1)  # [n, rows*cols]
@@ -294,6 +300,7 @@ def _build_backbone(
         kwargs["dtype"] = dtype
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
+        kwargs["device_map"] = quantized_device_map()
     model, info = model_class.from_pretrained(
         name_or_path,
         use_safetensors=True if _has_safetensors(name_or_path) else None,  # None: prefer them, fall back to .bin
@@ -304,6 +311,7 @@ def _build_backbone(
     missing = sorted(k for k in info["missing_keys"] if not k.startswith("head."))  # the pooling head goes unused
     if missing:
         raise ValueError(f"Checkpoint {name_or_path!r} lacks vision weights: {missing[:8]}")
+    keep_compute_dtype(model)
     return model, model_type
 
 
