@@ -292,3 +292,16 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):
     assert set(grads_ckpt) == set(grads)
     for name, grad in grads.items():
         torch.testing.assert_close(grads_ckpt[name], grad, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_generation_reading_the_device_one_step_late_equals_reading_at_once(prompts, monkeypatch):
+    vlm = build_tiny_vlm().eval().cuda()
+    args = [prompts[k].cuda() for k in ("input_ids", "attention_mask", "pixel_values", "patch_mask")]
+    free = vlm.generate(*args, max_new_tokens=8, stop_token_ids=[])
+    texts = [vlm.tokenizer.decode(row[:3], skip_special_tokens=True) for row in free]
+    kwargs = {"max_new_tokens": 8, "stop_token_ids": [int(free[0, 1])], "stop_strings": [t[-1:] for t in texts if t]}
+    lagged = vlm.generate(*args, **kwargs)  # on CUDA the host reads step t - 1 while the device runs step t
+    monkeypatch.setattr("vlmkit.model.host_lag", lambda device: 0)
+    assert torch.equal(lagged, vlm.generate(*args, **kwargs))

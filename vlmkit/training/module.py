@@ -262,7 +262,7 @@ class VLMModule(L.LightningModule):
         accuracy = self.task_accuracy[stage]
         if not self.trainer.sanity_checking:
             for task, value in accuracy.compute().items():
-                self.log(f"{stage}/accuracy_{task}", value, sync_dist=False)
+                self.log(f"{stage}/accuracy_{task}", value, sync_dist=True)  # equal on all ranks already
         accuracy.reset()
 
     def _answer(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
