@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
+from torchmetrics import Metric
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for tiny_models
 from tiny_models import TINY_LM, TINY_SIGLIP, build_tiny_vlm  # noqa: E402
@@ -42,6 +43,9 @@ from vlmkit.connectors import MLPProjection  # noqa: E402
 from vlmkit.data import SyntheticVQADataModule  # noqa: E402
 from vlmkit.data.shard_datamodule import MixtureDataModule  # noqa: E402
 from vlmkit.data.sources import SyntheticSource  # noqa: E402
+from vlmkit.eval.benchmarks import load_synthetic  # noqa: E402
+from vlmkit.eval.datamodule import EvaluationDataModule  # noqa: E402
+from vlmkit.eval.task import EvalTask  # noqa: E402
 from vlmkit.llm import TransformersCausalLM  # noqa: E402
 from vlmkit.model import VisionLanguageModel  # noqa: E402
 from vlmkit.training.callbacks import PredictionWriter  # noqa: E402
@@ -173,6 +177,29 @@ class ColorOracle(VLMModule):
         return out
 
 
+class PredictionChecksum(Metric):
+    """``samples * 1e6 + sum of the predictions' character codes``: equal only for the same answers, each once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("samples", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("codes", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, predictions, references) -> None:
+        self.samples += len(predictions)
+        self.codes += sum(ord(c) for p in predictions for c in p)
+
+    def compute(self):
+        return self.samples * 1e6 + self.codes
+
+
+def generation_tasks() -> EvaluationDataModule:
+    """Generation-based evaluation: 5 prompts in batches of 2 (rank 1 gets a padding row)."""
+    reader = functools.partial(load_synthetic, min_size=16, max_size=32)
+    task = EvalTask("synthetic", reader, PredictionChecksum(), reader_kwargs={"num_samples": 5}, max_new_tokens=4)
+    return EvaluationDataModule([task], batch_size=2, max_image_size=32, min_image_size=16)
+
+
 def eval_module(module_class=VLMModule) -> VLMModule:
     return module_class(build_tiny_vlm(), max_new_tokens=4)
 
@@ -264,6 +291,7 @@ def main_eval(out: Path, lm_path: str) -> None:
     results = {"tasks": evaluation_trainer(2, out).validate(eval_module(ColorOracle), task_data(), verbose=False)}
     for n in (5, 1):  # readers with 3 and 2 batches; with 1 and 0 batches
         results[f"mixture{n}"] = evaluation_trainer(2, out).validate(eval_module(), mixture_data(n), verbose=False)
+    results["generation"] = evaluation_trainer(2, out).validate(eval_module(), generation_tasks(), verbose=False)
     (out / f"validate_rank{rank}.json").write_text(json.dumps(results))
 
     # 20.9 + 20.1: predictions of both ranks, each sample once, generated in lockstep

@@ -205,6 +205,14 @@ def test_mixture_validation_runs_even_steps_and_equals_one_process(eval_runs, wo
         assert two[0] == two[1] == _approx(one[0])
 
 
+def test_generation_based_evaluation_over_two_ranks_equals_one_process(eval_runs, worker, tmp_path):
+    two = [results["generation"][0] for results in _ranks(eval_runs, "validate")]
+    one = worker.evaluation_trainer(1, tmp_path).validate(
+        worker.eval_module(), worker.generation_tasks(), verbose=False
+    )
+    assert two[0] == two[1] == one[0] and two[0]["val/synthetic"] // 1e6 == 5  # the same 5 answers, each once
+
+
 def test_predictions_of_every_rank_are_written_once_in_dataset_order(eval_runs, worker, tmp_path):
     lines = (eval_runs / "predictions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
