@@ -1,6 +1,7 @@
 """Surviving preemption and time limits: save on a signal with every rank at the same step, requeue, stop.
 
-SLURM sends ``SIGUSR1`` some time before it stops a job (``#SBATCH --signal=SIGUSR1@90``). Lightning's own
+SLURM sends ``SIGUSR1`` some time before a job's time limit (``#SBATCH --signal=SIGUSR1@90``; a preemption
+with a grace time sends ``SIGTERM``, set ``signal_name`` to it for that). Lightning's own
 SLURM handler saves the checkpoint *inside* the signal handler, at whatever point each rank was
 interrupted; under FSDP2 saving is a collective, and a rank interrupted inside a forward's all-gather and
 another inside backward wait for each other forever (or pair the wrong collectives). Here the handler only
@@ -49,7 +50,8 @@ class PreemptionCheckpoint(Callback):
     restores the previous handlers when the run ends).
 
     Args:
-        signal_name: The signal that announces the end (SLURM: ``--signal=SIGUSR1@<seconds>``).
+        signal_name: The signal that announces the end (SLURM time limit: ``--signal=SIGUSR1@<seconds>``;
+            preemption with a grace time: ``SIGTERM``).
         requeue: After saving, rank 0 runs ``scontrol requeue <job id>`` when inside a SLURM job.
         check_every_n_steps: Optimizer steps between the ranks' agreement on the flag (one all-reduce of a
             single number each time); keep the interval well inside the signal's lead time.
