@@ -165,9 +165,55 @@ def test_generation_stops_per_sequence_and_pads(tiny_vlm, prompts):
             assert torch.equal(stopped[i], free[i])
 
 
-def test_generate_rejects_right_padding(tiny_vlm):
-    with pytest.raises(ValueError, match="left-padded"):
+def test_generate_rejects_bad_prompts_naming_the_rows(tiny_vlm):
+    with pytest.raises(ValueError, match=r"prompt rows \[0\] are not left-padded"):
         tiny_vlm.generate(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 0]]))
+    with pytest.raises(ValueError, match=r"prompt rows \[1\] are all padding"):
+        tiny_vlm.generate(torch.tensor([[1, 2, 3], [0, 0, 0]]), torch.tensor([[1, 1, 1], [0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"at least one row and one token, got input_ids of shape \(2, 0\)"):
+        tiny_vlm.generate(torch.zeros(2, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 2\) but input_ids \(1, 3\)"):
+        tiny_vlm.generate(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1]]))
+
+
+def _stop_string_reference(free: torch.Tensor, tokenizer, stop_strings, pad_id: int) -> torch.Tensor:
+    """Per row: the free generation up to the first step whose text holds a stop string, then padding."""
+    out, ends = free.clone(), []
+    for row in range(free.shape[0]):
+        texts = [tokenizer.decode(free[row, : k + 1], skip_special_tokens=True) for k in range(free.shape[1])]
+        end = next((k for k, t in enumerate(texts) if any(s in t for s in stop_strings)), free.shape[1] - 1)
+        out[row, end + 1 :] = pad_id
+        ends.append(end)
+    return out[:, : max(ends) + 1]
+
+
+@pytest.mark.parametrize("lag", [0, 1])  # 1: the host reads the device one step late, as on CUDA
+def test_stop_strings_end_each_row_at_its_first_occurrence(tiny_vlm, monkeypatch, lag):
+    monkeypatch.setattr("vlmkit.model.host_lag", lambda device: lag)
+    prompt = torch.tensor([[1, 5, 9], [1, 7, 7], [3, 4, 5]])
+    tokenizer = tiny_vlm.tokenizer
+    free = tiny_vlm.generate(prompt, max_new_tokens=8, stop_token_ids=[])
+    texts = [tokenizer.decode(free[row, :5], skip_special_tokens=True) for row in range(3)]
+    stop_strings = [texts[2][-4:-1], texts[1][-1:]]  # a multi-token string, and a character made of byte tokens
+    expected = _stop_string_reference(free, tokenizer, stop_strings, tokenizer.pad_token_id)
+    assert expected.shape[1] == 8 and (expected[1:, -1] == tokenizer.pad_token_id).all()  # rows end apart
+    stopped = tiny_vlm.generate(prompt, max_new_tokens=8, stop_token_ids=[], stop_strings=stop_strings)
+    assert torch.equal(stopped, expected)
+    # all rows ending early: the output ends at the last row's end, as without the lag
+    early = tiny_vlm.generate(prompt[1:], max_new_tokens=8, stop_token_ids=[], stop_strings=stop_strings)
+    assert torch.equal(early, _stop_string_reference(free[1:], tokenizer, stop_strings, tokenizer.pad_token_id))
+    assert early.shape[1] < 8
+
+
+def test_one_step_host_lag_gives_the_same_tokens_and_lengths(tiny_vlm, prompts, monkeypatch):
+    args = (prompts["input_ids"], prompts["attention_mask"], prompts["pixel_values"], prompts["patch_mask"])
+    free = tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=[])
+    stops = [int(free[0, 1]), int(free[1, 0]), int(free[2, 0])]  # every row ends by step 1
+    immediate = tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=stops)
+    monkeypatch.setattr("vlmkit.model.host_lag", lambda device: 1)
+    assert torch.equal(tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=[]), free)
+    lagged = tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=stops)
+    assert immediate.shape[1] <= 2 and torch.equal(lagged, immediate)
 
 
 def test_interleaved_images_fill_their_own_placeholders(tiny_vlm):
@@ -293,3 +339,16 @@ def test_off_cpu_the_checks_still_stop_bad_inputs(tiny_vlm, batch, monkeypatch):
     holes[0, 0, 0] = False
     with pytest.raises(RuntimeError, match="top-left rectangle"):
         tiny_vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], holes)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_generation_reading_the_device_one_step_late_equals_reading_at_once(prompts, monkeypatch):
+    vlm = build_tiny_vlm().eval().cuda()
+    args = [prompts[k].cuda() for k in ("input_ids", "attention_mask", "pixel_values", "patch_mask")]
+    free = vlm.generate(*args, max_new_tokens=8, stop_token_ids=[])
+    texts = [vlm.tokenizer.decode(row[:3], skip_special_tokens=True) for row in free]
+    kwargs = {"max_new_tokens": 8, "stop_token_ids": [int(free[0, 1])], "stop_strings": [t[-1:] for t in texts if t]}
+    lagged = vlm.generate(*args, **kwargs)  # on CUDA the host reads step t - 1 while the device runs step t
+    monkeypatch.setattr("vlmkit.model.host_lag", lambda device: 0)
+    assert torch.equal(lagged, vlm.generate(*args, **kwargs))

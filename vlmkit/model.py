@@ -8,6 +8,7 @@ LM; swapping it from YAML or the command line needs no dimension bookkeeping.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,16 @@ from torch import nn
 
 from vlmkit.checks import check_equal, host_reads_are_free
 from vlmkit.data.token_budget import TokenBudget, token_budget
+from vlmkit.decoding import (
+    HostCopy,
+    StopStringWatcher,
+    all_ranks,
+    check_prompts,
+    host_lag,
+    next_token,
+    sharded_across_ranks,
+    stop_string_candidates,
+)
 from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
 from vlmkit.llm.transformers_lm import output_cache
 from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, IMAGE_TOKEN, VLM_SPECIAL_TOKENS
@@ -156,6 +167,7 @@ class VisionLanguageModel(nn.Module):
         mask = None
         if patch_mask is not None:
             features, mask = _pack_real_patches(features, patch_mask.flatten(1))  # [n, p, d_vision], [n, p]
+        features = features.to(_weight_dtype(self.connector, features.dtype))  # frozen bf16 encoder, fp32 connector
         visual_tokens = self.connector(features, mask)  # [n, v, d_llm]
         return visual_tokens, self.connector.output_mask(mask)
 
@@ -294,6 +306,10 @@ class VisionLanguageModel(nn.Module):
         Each sequence stops on its own, at a stop token or once its text contains a stop
         string (e.g. the paper's ``Question`` and ``User``, appendix A.3.1); later positions
         hold the pad id. :func:`vlmkit.eval.generation.decode` cuts the text at the stop string.
+        The decode loop keeps its state on the device (on CUDA the host reads it one step late,
+        without stalling the device; see :mod:`vlmkit.decoding`). When the weights are sharded
+        across processes (FSDP), all ranks decode in lockstep until every rank is done: each
+        forward all-gathers weights. Results are the same either way.
 
         Args:
             input_ids: Prompt ids ``[b, s]``, left-padded.
@@ -311,27 +327,55 @@ class VisionLanguageModel(nn.Module):
 
         Returns:
             Generated ids ``[b, <= max_new_tokens]`` (prompt excluded).
+
+        Raises:
+            ValueError: For ``max_new_tokens < 1``, an empty prompt, or prompt rows that are all
+                padding or not left-padded (naming the rows).
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        stops = torch.tensor(stop_token_ids if stop_token_ids is not None else self.stop_token_ids, dtype=torch.long)
+        attention_mask = check_prompts(input_ids, attention_mask)
+        device, batch_size = input_ids.device, input_ids.shape[0]
+        stop_ids = stop_token_ids if stop_token_ids is not None else self.stop_token_ids
+        stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
         pad_id = self.tokenizer.pad_token_id
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if bool((attention_mask[:, -1] == 0).any()):
-            raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be 1)")
+        watcher = None
+        if stop_strings:
+            watcher = StopStringWatcher(self.tokenizer, stop_strings, self._stop_candidates(stop_strings), batch_size)
+        lockstep, lag = sharded_across_ranks(self), host_lag(device)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [b, s]
         out = self(input_ids, attention_mask, pixel_values, patch_mask, position_ids=position_ids, use_cache=True)
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        generated: list[torch.Tensor] = []
+        generated = torch.full((batch_size, max_new_tokens), pad_id, dtype=torch.long, device=device)
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        last_step = torch.full((batch_size,), max_new_tokens - 1, dtype=torch.long, device=device)  # row's end
+        seen: deque[tuple[int, HostCopy, HostCopy]] = deque()  # (step, tokens, finished) for the watcher
+        done_flags: deque[HostCopy] = deque()
+
+        def read_stop_strings(step: int, keep: int) -> None:
+            """Let the watcher read all but the ``keep`` latest steps; rows that hit a stop string end there."""
+            while len(seen) > keep:
+                hit_step, ids, hit_finished = seen.popleft()
+                rows = watcher.update(ids.get(), hit_finished.get())
+                if rows:  # tokens generated before the host saw the hit become padding
+                    finished[rows] = True
+                    last_step[rows] = hit_step
+                    generated[rows, hit_step + 1 : step + 1] = pad_id
+
         for step in range(max_new_tokens):
-            next_ids = _next_token(out.logits[:, -1], do_sample, temperature, top_p, generator)  # [b]
+            next_ids = next_token(out.logits[:, -1], do_sample, temperature, top_p, generator)  # [b]
             next_ids = torch.where(finished, torch.full_like(next_ids, pad_id), next_ids)
-            generated.append(next_ids)
-            finished |= torch.isin(next_ids, stops.to(next_ids.device))
-            if stop_strings:
-                finished |= self._hit_stop_string(torch.stack(generated, 1), finished, stop_strings)
-            if bool(finished.all()) or step == max_new_tokens - 1:
+            generated[:, step] = next_ids
+            stopped = torch.isin(next_ids, stops) & ~finished  # [b]
+            last_step = torch.where(stopped, step, last_step)
+            finished |= stopped
+            if step == max_new_tokens - 1:
+                break
+            if watcher is not None:
+                seen.append((step, HostCopy(next_ids), HostCopy(finished)))
+                read_stop_strings(step, keep=lag)
+            all_done = finished.all()
+            done_flags.append(HostCopy(all_ranks(all_done) if lockstep else all_done))
+            if len(done_flags) > lag and bool(done_flags.popleft().get()):
                 break
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             position_ids = position_ids[:, -1:] + 1  # [b, 1]
@@ -346,15 +390,17 @@ class VisionLanguageModel(nn.Module):
                 cache=output_cache(out),
                 use_cache=True,
             )
-        return torch.stack(generated, dim=1)
+        if watcher is not None:
+            read_stop_strings(step, keep=0)
+        return generated[:, : int(last_step.max()) + 1]  # up to the step the last row ended: one host sync
 
-    def _hit_stop_string(self, generated: torch.Tensor, finished: torch.Tensor, stop_strings: Sequence[str]):
-        """``[b]`` bool: unfinished sequences whose generated text now contains a stop string."""
-        hit = torch.zeros_like(finished)
-        for i in (~finished).nonzero().flatten().tolist():
-            text = self.tokenizer.decode(generated[i], skip_special_tokens=True)
-            hit[i] = any(stop in text for stop in stop_strings)
-        return hit
+    def _stop_candidates(self, stop_strings: Sequence[str]) -> torch.Tensor:
+        """:func:`~vlmkit.decoding.stop_string_candidates` of the tokenizer, cached per set of stop strings."""
+        cache = self.__dict__.setdefault("_stop_candidates_cache", {})
+        key = tuple(stop_strings)
+        if key not in cache:
+            cache[key] = stop_string_candidates(self.tokenizer, key)
+        return cache[key]
 
 
 def neftune(embeds: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -391,21 +437,9 @@ def _new_token_rows(language_model: nn.Module, token_ids: list[int]) -> dict[str
     return {names[id(layer)]: sorted(set(token_ids)) for layer in layers if id(layer) in names}
 
 
-def _next_token(
-    logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Argmax, or a sample from the temperature-scaled, nucleus-truncated distribution ``[b]``."""
-    if not do_sample:
-        return logits.argmax(-1)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [b, vocab]
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+def _weight_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype ``module`` computes in: that of its first floating-point weight (``default`` without one)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), default)
 
 
 def _pack_real_patches(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

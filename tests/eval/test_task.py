@@ -45,7 +45,9 @@ def evaluate(tiny_vlm, batch_size: int):
     return module, tasks
 
 
-def test_validate_scores_every_task_and_prints_a_table(tiny_vlm, caplog):
+def test_validate_scores_every_task_and_prints_a_table(tiny_vlm, caplog, monkeypatch):
+    # Lightning stops its logger propagating when it is first imported with no root handler (test order decides)
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
     with caplog.at_level(logging.INFO):
         module, tasks = evaluate(tiny_vlm, batch_size=3)
     assert set(module.evaluation_results) == {"synthetic_0shot", "synthetic_2shot"}

@@ -1,10 +1,13 @@
-"""2-process training on CPU (gloo): DDP, FSDP2 and hybrid-sharded FSDP2 agree, and sharded checkpoints resume.
+"""2-process runs on CPU (gloo): DDP, FSDP2 and hybrid-sharded FSDP2 agree, and sharded checkpoints resume;
+under FSDP2, generation, validation metrics, predictions, bf16/NF4 dtypes and preemption saves are right.
 
 The worker runs under ``torchrun --standalone`` in a subprocess with a timeout: under pytest,
 Lightning's own DDP launcher would re-run the whole pytest command in its children.
 """
 
+import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,13 +23,11 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_lm_path):
-    out = tmp_path_factory.mktemp("distributed")
+def _launch(out: Path, *args: str) -> Path:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [*command, str(WORKER), str(out), tiny_lm_path],
+        [*command, str(WORKER), str(out), *args],
         capture_output=True,
         text=True,
         timeout=400,
@@ -35,6 +36,26 @@ def runs(tmp_path_factory, tiny_lm_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_lm_path):
+    return _launch(tmp_path_factory.mktemp("distributed"), tiny_lm_path)
+
+
+@pytest.fixture(scope="module")
+def eval_runs(tmp_path_factory, tiny_lm_path):
+    """The ``--eval`` scenarios (one launch, about 45 s; a hang fails after the gloo timeout of 90 s)."""
+    return _launch(tmp_path_factory.mktemp("distributed_eval"), tiny_lm_path, "--eval")
+
+
+@pytest.fixture(scope="module")
+def worker():
+    """The worker module, for its builders: the single-process references use the same model and data."""
+    spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _weights(out, name):
@@ -143,6 +164,88 @@ def test_fsdp2_with_qlora_equals_ddp_and_keeps_4bit_weights(runs, tiny_lm_path):
     packed = [k for k in init if k.endswith("base_layer.weight") and init[k].dtype == torch.uint8]
     assert packed and all(torch.equal(rank0[k], init[k].float()) for k in packed)  # 4-bit weights untouched
     assert any(not torch.equal(rank0[k], init[k].float()) for k in rank0 if "lora_B" in k)
+
+
+def _ranks(out, name):
+    return [json.loads((out / f"{name}_rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_sharded_generation_steps_in_lockstep_until_every_rank_is_done(eval_runs, worker):
+    free = build_tiny_vlm().eval().generate(torch.tensor(worker.PROMPT), max_new_tokens=6, stop_token_ids=[])
+    reference = free.tolist()
+    for lag in ("0", "1"):  # the host reading the device at once (CPU) or one step late (CUDA)
+        rank0, rank1 = (results[lag] for results in _ranks(eval_runs, "generate"))
+        assert rank0[0] == [reference[0][:1]]  # rank 0 was done after its first token ...
+        assert rank1[0] == reference  # ... while rank 1 decoded all 6 tokens with the same sharded weights
+        assert rank0[1] == rank1[1] == reference  # the next call pairs the same collectives: same tokens
+
+
+def _approx(values: dict) -> dict:
+    return {key: pytest.approx(value, rel=1e-5, abs=1e-6) for key, value in values.items()}
+
+
+def test_per_task_validation_metrics_over_two_ranks_equal_one_process(eval_runs, worker, tmp_path):
+    # rank 0 saw only colour questions and rank 1 only shape questions (plus a padding row)
+    two = [results["tasks"][0] for results in _ranks(eval_runs, "validate")]
+    one = worker.evaluation_trainer(1, tmp_path).validate(
+        worker.eval_module(worker.ColorOracle), worker.task_data(), verbose=False
+    )[0]
+    assert two[0]["val/accuracy_color"] == 1.0 and two[0]["val/accuracy_shape"] == 0.0
+    assert two[0]["val/accuracy"] == pytest.approx(4 / 7)  # 4 colour questions of 7, none counted twice
+    assert two[0] == two[1] == _approx(one)
+
+
+def test_mixture_validation_runs_even_steps_and_equals_one_process(eval_runs, worker, tmp_path):
+    for n in (5, 1):  # rank 0 reads 3 and 1 samples, rank 1 reads 2 and none
+        two = [results[f"mixture{n}"][0] for results in _ranks(eval_runs, "validate")]
+        one = worker.evaluation_trainer(1, tmp_path).validate(
+            worker.eval_module(), worker.mixture_data(n), verbose=False
+        )
+        assert set(two[0]) == {"val/loss", "val/accuracy"} and math.isfinite(two[0]["val/loss"])
+        assert two[0] == two[1] == _approx(one[0])
+
+
+def test_generation_based_evaluation_over_two_ranks_equals_one_process(eval_runs, worker, tmp_path):
+    two = [results["generation"][0] for results in _ranks(eval_runs, "validate")]
+    one = worker.evaluation_trainer(1, tmp_path).validate(
+        worker.eval_module(), worker.generation_tasks(), verbose=False
+    )
+    assert two[0] == two[1] == one[0] and two[0]["val/synthetic"] // 1e6 == 5  # the same 5 answers, each once
+
+
+def test_predictions_of_every_rank_are_written_once_in_dataset_order(eval_runs, worker, tmp_path):
+    lines = (eval_runs / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["sample_index"] for r in records] == [0, 1, 2, 3, 4]  # 5 prompts: 3 on rank 0, 2 + padding on rank 1
+    writer = worker.PredictionWriter(output_file=str(tmp_path / "single.jsonl"))
+    trainer = worker.evaluation_trainer(1, tmp_path, callbacks=[writer])
+    trainer.predict(worker.eval_module(), worker.task_data(), return_predictions=False)
+    single = [json.loads(line) for line in (tmp_path / "single.jsonl").read_text().splitlines()]
+    assert records == single
+
+
+@pytest.mark.parametrize("name", ["fsdp_bf16", "fsdp_qlora_bf16"])
+def test_fsdp2_bf16_and_nf4_train_with_fp32_master_weights_and_bf16_compute(eval_runs, name):
+    for report in _ranks(eval_runs, f"{name}_dtypes"):
+        assert report["trainable"] == ["torch.float32"] and report["optimizer_state"] == ["torch.float32"]
+        frozen = {"torch.bfloat16", "torch.uint8"} if "qlora" in name else {"torch.bfloat16"}
+        assert set(report["frozen"]) == frozen  # frozen weights stay as loaded: bf16, 4-bit
+        assert report["compute"] == {"connector_output": "torch.bfloat16", "decoder_input": "torch.bfloat16"}
+    losses = _ranks(eval_runs, f"{name}_losses")
+    assert all(len(rank) == 2 and all(math.isfinite(v) for v in rank.values()) for rank in losses)
+    rank0, rank1 = _weights(eval_runs, name)
+    assert _max_diff(rank0, rank1) == 0.0
+    assert any(rank0[k].abs().max() > 0 for k in rank0 if "lora_B" in k)  # adapters (zero at init) trained
+
+
+def test_preemption_signal_saves_all_ranks_at_one_step_then_requeues_and_resumes(eval_runs, runs):
+    # SIGUSR1 reached rank 0 inside step 2's forward and rank 1 after its backward
+    (path0, step0, stopped0), (path1, step1, stopped1) = _ranks(eval_runs, "preempted")
+    assert path0 == path1 == str(eval_runs / "hpc_ckpt_1.ckpt") and step0 == step1 == stopped0 == stopped1 == 2
+    assert len(list((eval_runs / "hpc_ckpt_1.ckpt").glob("*.distcp"))) == 2  # a complete sharded checkpoint
+    assert (eval_runs / "scontrol_calls.txt").read_text() == "requeue 4242\n"  # rank 0 only
+    resumed = _weights(eval_runs, "fsdp_preempted_resumed")[0]
+    assert _max_diff(resumed, _weights(runs, "fsdp")[0]) < 1e-6  # the same run as one without interruption
 
 
 @pytest.mark.gpu

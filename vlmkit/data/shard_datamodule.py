@@ -10,6 +10,7 @@ already yielded; :class:`ConsumedStateLoader` discounts the batch Lightning pref
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +18,13 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from vlmkit.data.even_ranks import LockstepLoader
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.loading import loader_options
 from vlmkit.data.mixture import MixtureStream
 from vlmkit.data.render import SampleRenderer, Truncation
 from vlmkit.data.sequence_packing import PackedCollator
-from vlmkit.data.sources import SyntheticSource
+from vlmkit.data.sources import SyntheticSource, synthetic_record
 from vlmkit.data.stats import DataStats
 from vlmkit.data.webdataset_source import ShardSource
 
@@ -207,9 +209,27 @@ class MixtureDataModule(L.LightningDataModule):
         """The endless training stream (its length is the trainer's ``max_steps``)."""
         return self._loader(train=True)
 
-    def val_dataloader(self) -> StatefulDataLoader | list:
-        """Every validation source read once, unpacked (``[]`` when there are none)."""
-        return self._loader(train=False) if self.val_sources else []
+    def val_dataloader(self) -> StatefulDataLoader | LockstepLoader | list:
+        """Every validation source read once, unpacked (``[]`` when there are none).
+
+        Readers get different numbers of samples, so on several ranks the loader runs in lockstep: a rank out
+        of batches repeats its last one marked as padding until every rank is done (``LockstepLoader``).
+        """
+        if not self.val_sources:
+            return []
+        loader = self._loader(train=False)
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return loader
+        any_rank = functools.partial(trainer.strategy.reduce_boolean_decision, all=False)
+        return LockstepLoader(loader, any_rank, self._padding_batch)
+
+    def _padding_batch(self) -> dict[str, Any]:
+        """A one-row batch for a rank whose validation readers got no sample at all (a synthetic pair)."""
+        source = self.val_sources[0]
+        record = synthetic_record("pair", self.seed, 0, source.min_image_size, source.max_image_size)
+        sample = self.renderer(source, train=False)(record)
+        return PackedCollator(self.model.tokenizer.pad_token_id, self.model.vision_encoder.patch_size)([sample])
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Enforce ``max_bad_fraction`` and log the counters every ``log_every_n_batches`` training batches.

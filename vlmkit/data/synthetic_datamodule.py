@@ -16,6 +16,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from vlmkit.data.collate import VLMCollator
+from vlmkit.data.even_ranks import evaluation_sampling
 from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.data.resumable_sampler import ResumableSampler
@@ -205,6 +206,8 @@ class SyntheticVQADataModule(L.LightningDataModule):
             sampler = ResumableSampler(dataset, replicas, rank, seed=self.hparams.seed)
             if self._resume:
                 sampler.resume(self._resume["epoch"], self._resume["batches"] * self.hparams.batch_size)
+        else:  # every sample once, the same number of batches on every rank (padding rows marked)
+            dataset, sampler = evaluation_sampling(dataset, self.trainer)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,

@@ -12,6 +12,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from vlmkit.data.collate import VLMCollator
+from vlmkit.data.even_ranks import evaluation_sampling
 from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.eval.task import EvalTask, PromptDataset
@@ -77,15 +78,22 @@ class EvaluationDataModule(L.LightningDataModule):
         if self.processor is None:
             raise RuntimeError("call setup() or connect(vlm) before asking for dataloaders")
         collate = VLMCollator(self.processor.tokenizer.pad_token_id, self.patch_size, padding_side="left")
-        return [
-            DataLoader(
-                PromptDataset(task, i, self.processor, self.image_splitting),
-                batch_size=self.batch_size,
-                collate_fn=collate,
-                **loader_options(self.trainer, self.num_workers, self.pin_memory),
+        loaders = []
+        for i, task in enumerate(self.tasks):
+            # every sample once, the same number of batches on every rank (padding rows marked)
+            dataset, sampler = evaluation_sampling(
+                PromptDataset(task, i, self.processor, self.image_splitting), self.trainer
             )
-            for i, task in enumerate(self.tasks)
-        ]
+            loaders.append(
+                DataLoader(
+                    dataset,
+                    self.batch_size,
+                    sampler=sampler,
+                    collate_fn=collate,
+                    **loader_options(self.trainer, self.num_workers, self.pin_memory),
+                )
+            )
+        return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
         """One dataloader per task."""

@@ -3,6 +3,7 @@
 from vlmkit.training.callbacks import PredictionWriter
 from vlmkit.training.divergence import DivergenceError, DivergenceGuard
 from vlmkit.training.module import VLMModule
+from vlmkit.training.preemption import PreemptionCheckpoint
 from vlmkit.training.schedules import WarmupCosineSchedule
 from vlmkit.training.sharding import FullyShard
 from vlmkit.training.strategy import FSDP2Strategy
@@ -13,6 +14,7 @@ __all__ = [
     "FSDP2Strategy",
     "FullyShard",
     "PredictionWriter",
+    "PreemptionCheckpoint",
     "VLMModule",
     "WarmupCosineSchedule",
 ]

@@ -15,12 +15,15 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
 
 from vlmkit.eval.generation import PAPER_STOP_STRINGS, decode
 from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import IGNORE_INDEX
 from vlmkit.trainability import parameter_table
 from vlmkit.training.checkpoints import drop_frozen, load_model_weights, restore_frozen
+from vlmkit.training.eval_metrics import TaskAccuracy, WeightedMean
+from vlmkit.training.precision import half_precision_note, keep_trainable_in_fp32
 from vlmkit.training.sharding import FullyShard, parameters_without_gradient
 
 
@@ -34,6 +37,14 @@ def _built_from_config() -> bool:
 
 
 PARTS = ("vision_encoder", "connector", "fusion", "language_model")
+EVAL_STAGES = ("val", "test")
+
+
+def _real_rows(padding: list[bool] | None, rows: int, device: torch.device) -> torch.Tensor:
+    """``[b]`` bool: rows that count (``batch["padding"]`` only keeps ranks in step)."""
+    if padding is None:
+        return torch.ones(rows, dtype=torch.bool, device=device)
+    return ~torch.tensor(padding, dtype=torch.bool, device=device)
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -44,6 +55,13 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels: ``[b, s]``; token ``t`` is predicted from position ``t - 1``.
     """
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+
+def answer_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy over labelled tokens, and their number (both ``[]``, no host sync)."""
+    target = labels[:, 1:].flatten()
+    total = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total, (target != IGNORE_INDEX).sum()
 
 
 def answer_exact_match(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -107,6 +125,10 @@ class VLMModule(L.LightningModule):
         self._checked_gradients = False
         self._last_step_time: float | None = None
         self.evaluation_results: dict[str, float] = {}
+        # teacher-forced metrics per stage, summed over every sample of every rank (padding rows excluded)
+        self.eval_loss = nn.ModuleDict({s: WeightedMean() for s in EVAL_STAGES})
+        self.eval_accuracy = nn.ModuleDict({s: WeightedMean() for s in EVAL_STAGES})
+        self.task_accuracy = {stage: TaskAccuracy() for stage in EVAL_STAGES}
 
     def forward(self, batch: dict[str, Any]):
         """Model outputs for a collated batch."""
@@ -120,10 +142,21 @@ class VLMModule(L.LightningModule):
         )
 
     def configure_model(self) -> None:
-        """Load ``init_from`` weights (once), then shard per block when the strategy gives a device mesh (FSDP2)."""
+        """Load ``init_from`` weights (once), keep trainable weights in fp32, then shard per block (FSDP2).
+
+        The dtype policy (``vlmkit.training.precision``): trainable parameters, hence gradients and optimizer
+        state, in fp32 (master weights); frozen weights as loaded (bf16, NF4); bf16 compute from
+        ``precision: bf16-mixed`` or ``FullyShard(param_dtype="bfloat16")``.
+        """
         if self.init_from is not None and self._initialized_from != self.init_from:
             load_model_weights(self.vlm, self.init_from)
             self._initialized_from = self.init_from
+        note = half_precision_note(getattr(self._trainer, "precision", None))
+        if note:
+            rank_zero_info(note)
+        cast = keep_trainable_in_fp32(self.vlm)
+        if cast:
+            rank_zero_info(f"{len(cast)} trainable parameters stored in fp32 (master weights), e.g. {cast[0]}")
         if self.device_mesh is not None:
             if self.save_trainable_only:
                 raise ValueError("save_trainable_only needs single-file checkpoints: not available with sharding")
@@ -176,17 +209,25 @@ class VLMModule(L.LightningModule):
         self._last_step_time = None
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """Teacher-forced loss (mean over all answer tokens) and exact-match accuracy (over samples), per task too.
+
+        Rows marked ``padding`` (they keep ranks in step, see ``vlmkit.data.even_ranks``) run but do not count,
+        so the values over N ranks equal those of one process on the same data.
+        """
         logits = self(batch).logits
-        loss = answer_loss(logits, batch["labels"])
-        size = batch["input_ids"].shape[0]
-        correct = answer_exact_match(logits, batch["labels"]).float()
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log(f"{stage}/accuracy", correct.mean(), prog_bar=True, batch_size=size, sync_dist=True)
+        padding = batch.get("padding")
+        real = _real_rows(padding, logits.shape[0], logits.device)  # [b]
+        labels = batch["labels"].masked_fill(~real[:, None], IGNORE_INDEX)
+        loss_sum, tokens = answer_loss_sum(logits, labels)
+        loss = loss_sum / tokens.clamp(min=1)
+        correct = answer_exact_match(logits, labels)  # [b]
+        self.eval_loss[stage].update(loss, tokens)
+        self.eval_accuracy[stage].update(correct.float(), real.float())
+        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True)
+        self.log(f"{stage}/accuracy", self.eval_accuracy[stage], prog_bar=True)
         tasks = batch.get("task")
         if tasks is not None:
-            for task in sorted(set(tasks)):
-                pick = torch.tensor([t == task for t in tasks], device=correct.device)
-                self.log(f"{stage}/accuracy_{task}", correct[pick].mean(), batch_size=int(pick.sum()), sync_dist=True)
+            self.task_accuracy[stage].update(tasks, correct, padding)
         self._last_step_time = None
         return loss
 
@@ -197,7 +238,8 @@ class VLMModule(L.LightningModule):
         return self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        """Log task metrics (and the data's majority-answer baseline, when it offers one)."""
+        """Log per-task accuracy, task metrics (and the data's majority-answer baseline, when it offers one)."""
+        self._log_task_accuracy("val")
         self._log_task_metrics("val")
         datamodule = getattr(self.trainer, "datamodule", None)
         baseline = getattr(datamodule, "majority_baseline", None)
@@ -211,8 +253,17 @@ class VLMModule(L.LightningModule):
         return self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        """Log task metrics and print the results table."""
+        """Log per-task accuracy, task metrics and print the results table."""
+        self._log_task_accuracy("test")
         self._log_task_metrics("test")
+
+    def _log_task_accuracy(self, stage: str) -> None:
+        """``<stage>/accuracy_<task>``, gathered over all ranks in one fixed task order (every rank calls this)."""
+        accuracy = self.task_accuracy[stage]
+        if not self.trainer.sanity_checking:
+            for task, value in accuracy.compute().items():
+                self.log(f"{stage}/accuracy_{task}", value, sync_dist=True)  # equal on all ranks already
+        accuracy.reset()
 
     def _answer(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
         """Greedy answers to a batch of left-padded prompts, cut at the paper's stop words."""
@@ -230,10 +281,16 @@ class VLMModule(L.LightningModule):
         return list(getattr(getattr(self.trainer, "datamodule", None), "evaluation_tasks", None) or [])
 
     def _score_generations(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Generate answers for an evaluation-task batch and update that task's metric."""
+        """Generate answers for an evaluation-task batch and update that task's metric (padding rows left out)."""
         task = self._tasks()[batch["task_index"][0]]
-        predictions = self._answer(batch, task.max_new_tokens)
-        task.update(predictions, batch["references"], batch["choices"])
+        predictions = self._answer(batch, task.max_new_tokens)  # every rank generates: FSDP steps in lockstep
+        keep = [i for i, pad in enumerate(batch.get("padding") or [False] * len(predictions)) if not pad]
+        if keep:
+            task.update(
+                [predictions[i] for i in keep],
+                [batch["references"][i] for i in keep],
+                [batch["choices"][i] for i in keep],
+            )
         if batch_idx == 0:
             self._log_examples(task.name, batch, predictions)
 
@@ -272,12 +329,15 @@ class VLMModule(L.LightningModule):
         rank_zero_info("\n".join(lines))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Greedy answers for left-padded prompts."""
+        """Greedy answers for left-padded prompts, one record per real row (with its ``sample_index`` when known)."""
         texts = self._answer(batch, self.max_new_tokens)
+        padding = batch.get("padding") or [False] * len(texts)
         records = []
         for i, text in enumerate(texts):
+            if padding[i]:
+                continue
             record = {"prediction": text}
-            for key in ("question", "answer", "task"):
+            for key in ("question", "answer", "task", "sample_index"):
                 if key in batch:
                     record[key] = batch[key][i]
             records.append(record)
@@ -300,7 +360,8 @@ class VLMModule(L.LightningModule):
         return groups
 
     def configure_optimizers(self):
-        """The injected optimizer over :meth:`param_groups`, and the scheduler per step."""
+        """The injected optimizer over :meth:`param_groups` (fp32 master weights), and the scheduler per step."""
+        keep_trainable_in_fp32(self.vlm)  # after Lightning's precision conversion (bf16-true casts everything)
         optimizer = self.optimizer(self.param_groups())
         if self.scheduler is None:
             return optimizer

@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
+try:
+    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
+except ImportError:  # torch < 2.6
+    from torch.distributed._composable.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
+
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
 
@@ -36,7 +41,9 @@ class FullyShard:
             within groups of ``k`` ranks (set ``k`` to the GPUs per node) and replicated across
             groups, so the all-gathers stay inside a node.
         param_dtype: Dtype of the gathered weights in forward/backward (``bfloat16`` on GPU);
-            ``None`` keeps the stored dtype. The sharded master weights stay as stored (fp32).
+            ``None`` keeps the stored dtype. The sharded weights stay as stored: trainable ones in
+            fp32 (master weights, kept so by ``VLMModule.configure_model``), frozen ones as loaded
+            (bf16, NF4); see ``vlmkit.training.precision``.
         reduce_dtype: Dtype of the gradient reduce-scatter/all-reduce (``float32`` for stability).
         reshard_after_forward: Free gathered weights after each block's forward (ZeRO-3) rather
             than keeping them until backward (ZeRO-2: more memory, fewer all-gathers).
@@ -98,16 +105,6 @@ class FullyShard:
             block_classes: The repeated blocks, e.g. ``vlm.block_classes()``.
             device_mesh: Lightning's device mesh (``LightningModule.device_mesh``).
         """
-        try:
-            from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
-        except ImportError:  # torch < 2.6
-            from torch.distributed._composable.fsdp import (
-                CPUOffloadPolicy,
-                FSDPModule,
-                MixedPrecisionPolicy,
-                fully_shard,
-            )
-
         if isinstance(model, FSDPModule):
             return
         mesh = self.mesh(device_mesh)
