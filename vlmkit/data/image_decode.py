@@ -1,0 +1,245 @@
+"""Decode untrusted image bytes: any failure is a :class:`BadSample` with a reason, and memory stays bounded.
+
+Opening an image reads only its header (size, format, EXIF orientation) and checks it; the pixels are decoded
+later, only for images that survive truncation, at the reduced size the processor needs: a JPEG decodes at
+1/2, 1/4 or 1/8 scale in the DCT (``Image.draft``), other formats are box-reduced (``Image.reduce``) right after
+decoding, before any conversion. An image that would decode to more than ``max_pixels`` is skipped before
+decoding (``too_many_pixels``). Every exception Pillow raises (a truncated stream, an EXIF block that is not
+TIFF data, a decompression bomb) becomes ``corrupt_image`` (or ``too_many_pixels``) naming the sample.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from vlmkit.data.formats import BadSample
+
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+"""Default per-source limit on decoded pixels (8000 x 8000; a JPEG counts at its reduced decoding size)."""
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = (5, 6, 7, 8)
+_JPEG_MAX_REDUCTION = 8
+
+
+@contextmanager
+def _quiet():
+    """Pillow warns per bad file (corrupt EXIF, truncated reads, large images): the skip counters report them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8) of ``image``; 1 when absent or not a number 1..8.
+
+    Raises:
+        Exception: Whatever Pillow raises on EXIF data it cannot parse (e.g. ``SyntaxError: not a TIFF file``).
+    """
+    value = image.getexif().get(_ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _too_many(where: str, width: int, height: int, pixels: int, max_pixels: int) -> BadSample:
+    return BadSample(
+        "too_many_pixels",
+        f"{where}: {width}x{height} decodes to {pixels:,} pixels > max_image_pixels={max_pixels:,}",
+    )
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file whose header was read and checked; decoded on demand at the size that is needed.
+
+    Attributes:
+        data: The encoded bytes (as stored in the shard).
+        width: Width as displayed (EXIF orientation applied).
+        height: Height as displayed.
+        orientation: EXIF orientation (1: as stored).
+        format: Pillow's format name (``JPEG``, ``PNG``, ...).
+        where: Names the sample and member, for messages.
+    """
+
+    data: bytes
+    width: int
+    height: int
+    orientation: int
+    format: str
+    where: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` as displayed, as ``PIL.Image.size``."""
+        return self.width, self.height
+
+    @classmethod
+    def open(
+        cls, data: bytes, where: str, max_aspect_ratio: float = math.inf, max_pixels: int | None = None
+    ) -> EncodedImage:
+        """Read and check the header of ``data`` (no pixel is decoded).
+
+        Args:
+            data: Encoded image bytes.
+            where: Names the sample and member in messages.
+            max_aspect_ratio: Longest over shortest side allowed.
+            max_pixels: Pixels allowed after the largest reduction the format decodes at (a JPEG can decode
+                at 1/8 of each side); ``None``: no limit.
+
+        Raises:
+            BadSample: ``corrupt_image`` (not an image, or unreadable header or EXIF), ``too_many_pixels``
+                (beyond ``max_pixels`` or Pillow's decompression-bomb limit) or ``extreme_aspect_ratio``.
+        """
+        try:
+            with _quiet(), Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                format = image.format or ""
+                orientation = exif_orientation(image)
+        except Image.DecompressionBombError as err:
+            raise BadSample("too_many_pixels", f"{where}: {err}") from err
+        except Exception as err:  # Pillow raises many types on bad bytes
+            raise BadSample("corrupt_image", f"{where}: {type(err).__name__}: {err}") from err
+        if width < 1 or height < 1:
+            raise BadSample("corrupt_image", f"{where}: image is {width}x{height}")
+        if max(width, height) > max_aspect_ratio * min(width, height):
+            raise BadSample("extreme_aspect_ratio", f"{where}: image is {width}x{height}")
+        if max_pixels is not None:
+            reduction = _JPEG_MAX_REDUCTION if format == "JPEG" else 1
+            least = math.ceil(width / reduction) * math.ceil(height / reduction)
+            if least > max_pixels:
+                raise _too_many(where, width, height, least, max_pixels)
+        if orientation in _SWAPS_SIDES:
+            width, height = height, width
+        return cls(data, width, height, orientation, format, where)
+
+    def decode(self, size: tuple[int, int] | None = None, max_pixels: int | None = None) -> Image.Image:
+        """The image in RGB, oriented, decoded at a reduced size when ``size`` allows it.
+
+        Args:
+            size: ``(height, width)`` (as displayed) the caller will resize to; the result is at least that large
+                wherever the original is. ``None``: full size.
+            max_pixels: Pixels allowed at the size it decodes at; ``None``: no limit.
+
+        Raises:
+            BadSample: ``corrupt_image`` or ``too_many_pixels``, naming the sample.
+        """
+        try:
+            with _quiet(), Image.open(io.BytesIO(self.data)) as image:
+                return _decode(image, self.orientation, size, max_pixels, self.where, draft=True)
+        except BadSample:
+            raise
+        except Image.DecompressionBombError as err:
+            raise BadSample("too_many_pixels", f"{self.where}: {err}") from err
+        except Exception as err:
+            raise BadSample("corrupt_image", f"{self.where}: {type(err).__name__}: {err}") from err
+
+
+def image_size(image: Image.Image | EncodedImage) -> tuple[int, int]:
+    """``(height, width)`` of ``image`` as displayed (EXIF orientation applied).
+
+    Raises:
+        Exception: Whatever Pillow raises on EXIF data it cannot parse.
+    """
+    if isinstance(image, EncodedImage):
+        return image.height, image.width
+    with _quiet():
+        swap = exif_orientation(image) in _SWAPS_SIDES
+    return (image.width, image.height) if swap else (image.height, image.width)
+
+
+def decode_image(
+    image: Image.Image | EncodedImage,
+    size: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+    where: str = "image",
+) -> Image.Image:
+    """``image`` decoded (if it is not yet), oriented and converted to RGB, at a reduced size when ``size`` allows.
+
+    Args:
+        image: An :class:`EncodedImage`, or a PIL image (decoded, or opened lazily from a file).
+        size: ``(height, width)`` as displayed that the result will be resized to (``None``: full size).
+        max_pixels: Pixels allowed at the size it decodes at; ``None``: no limit.
+        where: Names the image in messages.
+
+    Raises:
+        BadSample: ``corrupt_image`` or ``too_many_pixels``, naming ``where``.
+    """
+    if isinstance(image, EncodedImage):
+        return image.decode(size, max_pixels)
+    try:
+        with _quiet():
+            return _decode(image, exif_orientation(image), size, max_pixels, where, draft=False)
+    except BadSample:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadSample("too_many_pixels", f"{where}: {err}") from err
+    except Exception as err:
+        raise BadSample("corrupt_image", f"{where}: {type(err).__name__}: {err}") from err
+
+
+def _decode(
+    image: Image.Image,
+    orientation: int,
+    size: tuple[int, int] | None,
+    max_pixels: int | None,
+    where: str,
+    draft: bool,
+) -> Image.Image:
+    """Decode (a JPEG at a reduced scale when ``draft``), reduce, orient and convert ``image`` (not changed itself).
+
+    ``size`` is ``(height, width)`` as displayed. ``draft`` changes the size of a lazily opened image in place, so
+    it is only used on images opened here.
+    """
+    stored = None
+    if size is not None:  # the size needed, in the stored orientation, as (width, height)
+        height, width = (max(1, s) for s in size)
+        stored = (height, width) if orientation in _SWAPS_SIDES else (width, height)
+        if draft and getattr(image, "tile", None):  # not decoded yet: a JPEG decodes at 1/2, 1/4 or 1/8 scale
+            image.draft(None, stored)
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise _too_many(where, image.width, image.height, image.width * image.height, max_pixels)
+    image.load()
+    if stored is not None:
+        factor = min(image.width // stored[0], image.height // stored[1])
+        if factor >= 2:
+            # a box filter (the later resize to `size` is antialiased, so quality is kept); modes without
+            # reduce (palette, 1-bit) raise ValueError and are converted at full size
+            with suppress(ValueError):
+                image = image.reduce(factor)
+    if orientation in _TRANSPOSE:
+        image = image.transpose(_TRANSPOSE[orientation])
+    return rgb(image)  # a new image: the input is left as it was (decoded)
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB (16-bit and float scaled to 8 bits, transparency composited on white).
+
+    EXIF orientation is not applied here (see :func:`decode_image`).
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        finite = array[np.isfinite(array)]
+        peak = 65535.0 if image.mode.startswith("I;16") or (finite.size and finite.max() > 255) else 255.0
+        array = np.nan_to_num(array, nan=0.0, posinf=peak, neginf=0.0)
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
