@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,13 +46,19 @@ def _quiet():
         yield
 
 
-def exif_orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image, header_only: bool = False) -> int:
     """The EXIF orientation (1..8) of ``image``; 1 when absent or not a number 1..8.
+
+    Args:
+        image: A PIL image.
+        header_only: Read only what opening the file read: a PNG's EXIF chunk after its pixel data is then
+            not seen (PNG's own ``getexif`` decodes the whole image to find it).
 
     Raises:
         Exception: Whatever Pillow raises on EXIF data it cannot parse (e.g. ``SyntaxError: not a TIFF file``).
     """
-    value = image.getexif().get(_ORIENTATION_TAG, 1)
+    exif = Image.Image.getexif(image) if header_only else image.getexif()
+    value = exif.get(_ORIENTATION_TAG, 1)
     return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
 
@@ -109,20 +115,22 @@ class EncodedImage:
             with _quiet(), Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 format = image.format or ""
-                orientation = exif_orientation(image)
+                if width < 1 or height < 1:
+                    raise BadSample("corrupt_image", f"{where}: image is {width}x{height}")
+                if max(width, height) > max_aspect_ratio * min(width, height):
+                    raise BadSample("extreme_aspect_ratio", f"{where}: image is {width}x{height}")
+                if max_pixels is not None:
+                    reduction = _JPEG_MAX_REDUCTION if format == "JPEG" else 1
+                    least = math.ceil(width / reduction) * math.ceil(height / reduction)
+                    if least > max_pixels:
+                        raise _too_many(where, width, height, least, max_pixels)
+                orientation = exif_orientation(image, header_only=True)  # never decodes pixels
+        except BadSample:
+            raise
         except Image.DecompressionBombError as err:
             raise BadSample("too_many_pixels", f"{where}: {err}") from err
         except Exception as err:  # Pillow raises many types on bad bytes
             raise BadSample("corrupt_image", f"{where}: {type(err).__name__}: {err}") from err
-        if width < 1 or height < 1:
-            raise BadSample("corrupt_image", f"{where}: image is {width}x{height}")
-        if max(width, height) > max_aspect_ratio * min(width, height):
-            raise BadSample("extreme_aspect_ratio", f"{where}: image is {width}x{height}")
-        if max_pixels is not None:
-            reduction = _JPEG_MAX_REDUCTION if format == "JPEG" else 1
-            least = math.ceil(width / reduction) * math.ceil(height / reduction)
-            if least > max_pixels:
-                raise _too_many(where, width, height, least, max_pixels)
         if orientation in _SWAPS_SIDES:
             width, height = height, width
         return cls(data, width, height, orientation, format, where)
@@ -183,6 +191,7 @@ def decode_image(
         return image.decode(size, max_pixels)
     try:
         with _quiet():
+            image.load()  # a PNG's EXIF can follow its pixels
             return _decode(image, exif_orientation(image), size, max_pixels, where, draft=False)
     except BadSample:
         raise
@@ -216,14 +225,25 @@ def _decode(
     image.load()
     if stored is not None:
         factor = min(image.width // stored[0], image.height // stored[1])
-        if factor >= 2:
-            # a box filter (the later resize to `size` is antialiased, so quality is kept); modes without
-            # reduce (palette, 1-bit) raise ValueError and are converted at full size
-            with suppress(ValueError):
-                image = image.reduce(factor)
+        if factor >= 2:  # a box filter: the later resize to `size` is antialiased, so quality is kept
+            if image.mode in _UNREDUCIBLE or image.mode.startswith("I;16"):
+                image = image.convert(_reducible_mode(image))
+            image = image.reduce(factor)
     if orientation in _TRANSPOSE:
         image = image.transpose(_TRANSPOSE[orientation])
     return rgb(image)  # a new image: the input is left as it was (decoded)
+
+
+_UNREDUCIBLE = ("1", "P", "PA")
+
+
+def _reducible_mode(image: Image.Image) -> str:
+    """The mode to convert to before ``Image.reduce`` (which rejects palette, 1-bit and 16-bit images)."""
+    if image.mode == "1":
+        return "L"
+    if image.mode.startswith("I;16"):
+        return "I"
+    return "RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB"
 
 
 def rgb(image: Image.Image) -> Image.Image:
@@ -232,11 +252,14 @@ def rgb(image: Image.Image) -> Image.Image:
     EXIF orientation is not applied here (see :func:`decode_image`).
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        finite = array[np.isfinite(array)]
-        peak = 65535.0 if image.mode.startswith("I;16") or (finite.size and finite.max() > 255) else 255.0
-        array = np.nan_to_num(array, nan=0.0, posinf=peak, neginf=0.0)
-        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+        sixteen = image.mode.startswith("I;16")
+        array = np.array(image, dtype=np.float32)  # one copy, then in place (4 bytes a pixel)
+        np.nan_to_num(array, copy=False, nan=0.0, posinf=65535.0, neginf=0.0)
+        peak = 65535.0 if sixteen or (array.size and array.max() > 255) else 255.0
+        array *= 255.0 / peak
+        array += 0.5
+        np.clip(array, 0, 255, out=array)
+        image = Image.fromarray(array.astype(np.uint8), mode="L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):

@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from vlmkit.data.formats import BadSample, PassEnd, Record
 from vlmkit.data.render import SampleRenderer
 from vlmkit.data.sequence_packing import pack
-from vlmkit.data.stats import DataStats
+from vlmkit.data.stats import DataStats, SkipLog
 from vlmkit.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -37,32 +37,6 @@ class EmptySourceError(UserInputError, RuntimeError):
 def _preview(items: Sequence[str], limit: int = 5) -> str:
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
-
-
-class SkipLog:
-    """Warnings about skipped samples that cannot flood the log (every skip is counted in ``DataStats`` anyway).
-
-    Per ``(source, reason)`` the first ``first`` occurrences are logged, then only the 4th, 8th, 16th... with
-    the count so far: ``log2(n)`` lines for ``n`` skips.
-
-    Args:
-        first: Occurrences of each source and reason logged in full before thinning out.
-    """
-
-    def __init__(self, first: int = 3) -> None:
-        self.first = first
-        self.counts: Counter[tuple[str, str]] = Counter()
-
-    def __call__(self, source: str, bad: BadSample) -> bool:
-        """Count ``bad`` and log it if it is due; returns whether it was logged."""
-        key = (source, bad.reason)
-        self.counts[key] += 1
-        n = self.counts[key]
-        if n > self.first and n & (n - 1):
-            return False
-        more = "" if n < self.first else f" ({n} {bad.reason} so far in this reader; next message at {2 * n})"
-        log.warning("skipped a sample of %s: %s%s", source, bad, more)
-        return True
 
 
 class _Liveness:
@@ -151,7 +125,7 @@ class MixtureStream(IterableDataset):
         augment = random.Random(f"vlmkit.augment:{self.seed}:{reader}") if self.augment else None
         active = list(range(len(self.sources)))
         liveness = [_Liveness() for _ in self.sources]
-        skip_log = SkipLog()
+        skip_log = SkipLog(log)
         while active:
             i = draw.choices(active, weights=[self.sources[j].weight for j in active])[0] if self.endless else active[0]
             source = self.sources[i]

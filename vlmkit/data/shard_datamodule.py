@@ -38,8 +38,9 @@ class DataResumeError(UserInputError, ValueError):
 
 def saved_num_workers(state: dict[str, Any]) -> int | None:
     """The ``num_workers`` a ``StatefulDataLoader`` state was saved with (``None`` for an empty state)."""
-    if "_num_workers" in state:
-        return int(state["_num_workers"])
+    main = state.get("_snapshot", {}).get("_main_snapshot", {}) if isinstance(state.get("_snapshot"), dict) else {}
+    if "_num_workers" in main:  # a multi-process loader's state
+        return int(main["_num_workers"])
     return 0 if "_num_yielded" in state else None
 
 

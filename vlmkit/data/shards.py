@@ -28,6 +28,7 @@ from PIL import Image
 
 from vlmkit.data.formats import BadSample, validate
 from vlmkit.data.image_decode import DEFAULT_MAX_IMAGE_PIXELS, EncodedImage
+from vlmkit.data.stats import SkipLog
 from vlmkit.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def _write(
     shards: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     seen: set[str] = set()
+    skip_log = SkipLog(log)
     tar: tarfile.TarFile | None = None
     count = size = 0
 
@@ -144,7 +146,7 @@ def _write(
     for item in items:
         if isinstance(item, BadSample):
             skipped[item.reason] += 1
-            log.warning("skipping %s", item)
+            skip_log(format, item)
             continue
         if item.key in seen or "." in item.key:
             raise ValueError(f"sample key {item.key!r} is duplicated or contains a dot")

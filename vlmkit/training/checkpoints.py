@@ -105,10 +105,10 @@ def load_model_weights(
             mapped[target] = value
     if unmatched:
         raise CheckpointError(
-            f"init_from={path}: {len(unmatched)} checkpoint keys match no model key: " + _preview(unmatched)
+            f"checkpoint {path}: {len(unmatched)} checkpoint keys match no model key: " + _preview(unmatched)
         )
     if wrong_shape:
-        raise CheckpointError(f"init_from={path}: shapes differ: {_preview(wrong_shape, 4)}")
+        raise CheckpointError(f"checkpoint {path}: shapes differ from the model: {_preview(wrong_shape, 4)}")
     model.load_state_dict(mapped, strict=False)
     missing = sorted(set(own) - set(mapped))
     refreshed = _refresh_dora_magnitudes(model, set(mapped))

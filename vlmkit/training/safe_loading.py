@@ -13,6 +13,7 @@ opt-in of that load site; with the opt-in (for files you trust) it is unpickled 
 from __future__ import annotations
 
 import pickle
+import re
 import sys
 import warnings
 import zipfile
@@ -74,9 +75,9 @@ def _unsafe(path: Path, err: Exception, opt_in: str) -> UnsafeCheckpointError:
         names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) if path.is_file() else []
     except Exception:
         names = []
-    what = ", ".join(names[:5]) if names else str(err).strip().splitlines()[0][:200]
+    what = f"it references {', '.join(names[:5])}" if names else str(err).strip().splitlines()[0][:200]
     return UnsafeCheckpointError(
-        f"checkpoint {path} needs full unpickling, which can run arbitrary code (it references {what}); "
+        f"checkpoint {path} needs full unpickling, which can run arbitrary code ({what}); "
         f"it was not loaded. If you trust this file, {opt_in}"
     )
 
@@ -196,6 +197,7 @@ def read_sharded(folder: Path, keys: set[str] | None = None, weights_only: bool 
     from lightning.fabric.utilities.load import _METADATA_FILENAME
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint._traverse import set_element
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.metadata import StorageMeta
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
@@ -223,7 +225,14 @@ def read_sharded(folder: Path, keys: set[str] | None = None, weights_only: bool 
                 self.state_dict[read_item.dest_index.fqn] = obj
 
     checkpoint: dict[str, Any] = {}
-    _load_state_dict(checkpoint, storage_reader=Reader(folder), planner=Planner(keys=keys), no_dist=True)
+    try:
+        _load_state_dict(checkpoint, storage_reader=Reader(folder), planner=Planner(keys=keys), no_dist=True)
+    except CheckpointException as err:  # a BaseException holding each rank's error as text
+        text = " ".join(str(failure) for failure, _ in err.failures.values())
+        unsafe = re.search(r"metadata references ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", text)
+        if unsafe:
+            raise pickle.UnpicklingError(f"the sharded checkpoint references {unsafe[1] or unsafe[2]}") from None
+        raise RuntimeError(f"reading the sharded checkpoint failed: {text.strip().splitlines()[0][:300]}") from None
     extra = folder / _METADATA_FILENAME
     if keys is None and extra.is_file():
         checkpoint.update(torch.load(extra, map_location="cpu", weights_only=weights_only))
