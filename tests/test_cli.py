@@ -176,3 +176,29 @@ def test_data_build_with_a_5000_character_image_path_is_one_warning_and_a_manife
     assert "skipped 1 {'missing_image': 1}" in result.stdout
     assert "File name too long" in result.stderr and len(max(result.stderr.splitlines(), key=len)) < 600
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["skipped"] == {"missing_image": 1}
+
+
+def test_config_differences_count_only_what_was_given():
+    from vlmkit.cli import config_differences
+
+    def part(cls, **args):
+        return {"class_path": cls, "init_args": args}
+
+    saved = {
+        "vlm": part("M", connector=part("Perceiver", num_latents=32), encoder=part("E", config={"hidden": 128})),
+        "max_new_tokens": 16,
+        "optimizer": part("torch.optim.AdamW", lr=0.001),
+    }
+    defaults = {"vlm": None, "max_new_tokens": 16, "optimizer": part("torch.optim.AdamW", lr=0.001), "new_arg": 1}
+    assert config_differences(saved, {"vlm": None, **{k: v for k, v in defaults.items() if k != "vlm"}}, defaults) == []
+    given = {
+        "vlm": part("M", connector=part("MLP", gated=True), encoder=part("E", config={"hidden": 128, "head": False})),
+        "max_new_tokens": 16,  # the default: not given, the checkpoint's value stays
+        "optimizer": part("torch.optim.AdamW", lr=0.01),
+        "new_arg": 1,  # unknown to the checkpoint, at its default
+    }
+    assert config_differences(saved, given, defaults) == [
+        (("optimizer", "init_args", "lr"), 0.001, 0.01),
+        (("vlm", "init_args", "connector"), "Perceiver", "MLP"),  # one difference for the whole part
+        (("vlm", "init_args", "encoder", "init_args", "config", "head"), None, False),
+    ]

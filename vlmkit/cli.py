@@ -76,16 +76,22 @@ def config_differences(saved: dict, given: dict, defaults: dict) -> list[tuple[t
 
     A value equal to the parser's default (or under a default of ``None``, e.g. no ``vlm`` at all) was not given:
     the checkpoint fills it in. A part whose class differs is one difference (its ``class_path``), not one per
-    argument.
+    argument. Inside free-form dicts (e.g. a transformers ``config``) a key only one side has is a difference too;
+    a constructor argument the checkpoint does not know (added later, at its default) is not.
 
     Returns:
-        ``[(path, checkpoint value, given value)]`` with paths into ``saved`` (a ``class_path`` path stands for
-        the whole part).
+        ``[(path, checkpoint value, given value)]`` with paths into ``saved``; a part whose class differs has the
+        part's path and the two class paths; a value absent on one side is ``None``.
     """
     saved, given, defaults = _plain(saved), _plain(given), _plain(defaults)
-    flat_saved, flat_defaults = _flatten(saved), _flatten(defaults)
+    flat_saved, flat_given, flat_defaults = _flatten(saved), _flatten(given), _flatten(defaults)
+
+    def in_free_dict(path: tuple[str, ...]) -> bool:
+        return len(path) > 1 and path[-2] != "init_args" and isinstance(_get(saved, path[:-1]), dict)
+
+    extra = {path: _MISSING for path in flat_given if path not in flat_saved and in_free_dict(path)}
     differences, replaced = [], []
-    for path, value in sorted(flat_saved.items(), key=lambda item: (len(item[0]), item[0])):
+    for path, value in sorted({**flat_saved, **extra}.items(), key=lambda item: (len(item[0]), item[0])):
         if any(path[: len(p)] == p for p in replaced):
             continue
         mine = _get(given, path)
@@ -98,7 +104,7 @@ def config_differences(saved: dict, given: dict, defaults: dict) -> list[tuple[t
             replaced.append(path[:-1])
             differences.append((path[:-1], value, mine))
         else:
-            differences.append((path, value, mine))
+            differences.append((path, None if value is _MISSING else value, mine))
     return differences
 
 

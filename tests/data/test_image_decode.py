@@ -148,3 +148,20 @@ def test_a_12000_x_12000_png_does_not_blow_up_a_worker(tmp_path):
     report = __import__("json").loads(result.stdout.strip().splitlines()[-1])
     assert report["reason"] == "too_many_pixels"
     assert report["grew_kb"] < 50_000  # decoding it would take 144 MB (L) to 432 MB (RGB)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "P", "1"])
+def test_reducing_before_conversion_keeps_what_the_pixels_mean(mode):
+    import numpy as np
+
+    if mode == "I;16":  # dark in 16 bits: 200 of 65535, not 200 of 255
+        image = Image.fromarray(np.full((64, 64), 200, dtype=np.uint16))
+    elif mode == "P":
+        image = Image.new("RGB", (64, 64), (250, 20, 20)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    else:
+        image = Image.new("1", (64, 64), 1)
+    data = _bytes(image, "PNG")
+    small = EncodedImage.open(data, mode).decode((8, 8))  # reduced by 8 before conversion
+    full = EncodedImage.open(data, mode).decode()
+    assert small.size == (8, 8) and full.size == (64, 64)
+    assert small.getpixel((4, 4)) == full.getpixel((4, 4))

@@ -226,23 +226,25 @@ def _decode(
     if stored is not None:
         factor = min(image.width // stored[0], image.height // stored[1])
         if factor >= 2:  # a box filter: the later resize to `size` is antialiased, so quality is kept
-            if image.mode in _UNREDUCIBLE or image.mode.startswith("I;16"):
-                image = image.convert(_reducible_mode(image))
-            image = image.reduce(factor)
-    if orientation in _TRANSPOSE:
-        image = image.transpose(_TRANSPOSE[orientation])
-    return rgb(image)  # a new image: the input is left as it was (decoded)
+            if image.mode.startswith("I;16"):  # reduced as 32-bit, kept 16-bit (its 0..65535 scale)
+                image = image.convert("I").reduce(factor).convert("I;16")
+            else:
+                image = (image.convert(_reducible_mode(image)) if image.mode in _UNREDUCIBLE else image).reduce(factor)
+    return rgb(orient(image, orientation))  # a new image: the input is left as it was (decoded)
+
+
+def orient(image: Image.Image, orientation: int) -> Image.Image:
+    """``image`` turned and flipped as EXIF ``orientation`` (1..8) says it is displayed."""
+    return image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image
 
 
 _UNREDUCIBLE = ("1", "P", "PA")
 
 
 def _reducible_mode(image: Image.Image) -> str:
-    """The mode to convert to before ``Image.reduce`` (which rejects palette, 1-bit and 16-bit images)."""
+    """The mode to convert to before ``Image.reduce`` (which rejects palette and 1-bit images)."""
     if image.mode == "1":
         return "L"
-    if image.mode.startswith("I;16"):
-        return "I"
     return "RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB"
 
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from vlmkit.data.formats import BadSample
-from vlmkit.data.image_decode import _TRANSPOSE, EncodedImage, decode_image, exif_orientation, image_size, rgb
+from vlmkit.data.image_decode import EncodedImage, decode_image, exif_orientation, image_size, orient, rgb
 
 ImageInput = Image.Image | EncodedImage | str | PathLike
 """A PIL image, an :class:`~vlmkit.data.image_decode.EncodedImage`, or the path of an image file."""
@@ -53,7 +53,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     try:
         orientation = exif_orientation(image)
         image.load()
-        return rgb(image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image)
+        return rgb(orient(image, orientation))
     except Exception as err:
         raise ValueError(f"cannot read image: {type(err).__name__}: {err}") from err
 
