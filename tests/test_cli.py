@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmkit.cli import build_cli
+from vlmkit.cli import build_cli, main
 from vlmkit.training import VLMModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +110,95 @@ def test_bad_yaml_key_is_named(capsys):
     with pytest.raises(SystemExit):
         build_cli(["--config", QUICKSTART, "--model.vlm.init_args.connector.init_args.num_latentz=3"], run=False)
     assert "num_latentz" in capsys.readouterr().err
+
+
+def _vlmkit(*args, timeout=300):
+    """Run the console script (as a user does); returns ``(exit code, stderr)``."""
+    result = subprocess.run([sys.executable, "-m", "vlmkit", *args], capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stderr
+
+
+def _one_error_line(stderr):
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("vlmkit: error:")]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.integration
+def test_a_checkpoint_of_another_model_does_not_silently_win(trained, tmp_path):
+    cli, _ = trained
+    ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")  # a perceiver model
+    common = ["validate", "--config", QUICKSTART, *SMALL, f"--trainer.default_root_dir={tmp_path}", "--ckpt_path", ckpt]
+    code, stderr = _vlmkit(*common, "--model.vlm.connector", "vlmkit.connectors.MLPProjection")
+    line = _one_error_line(stderr)
+    assert code == 1
+    expected = "model.vlm.connector is vlmkit.connectors.MLPProjection here but vlmkit.connectors.PerceiverResampler"
+    assert expected in line
+    assert "--config_mismatch use_checkpoint" in line and "--config_mismatch use_command_line" in line
+    # the explicit choices, in process: the checkpoint's model, or the given one (whose weights then do not fit)
+    used = build_cli([*common, "--model.vlm.connector", "vlmkit.connectors.MLPProjection",
+                      "--config_mismatch", "use_checkpoint", "--trainer.logger=false"])  # fmt: skip
+    assert type(used.model.vlm.connector).__name__ == "PerceiverResampler"
+    with pytest.raises(RuntimeError, match="Missing key"):
+        build_cli([*common, "--model.vlm.connector", "vlmkit.connectors.MLPProjection",
+                   "--config_mismatch", "use_command_line", "--trainer.logger=false"])  # fmt: skip
+    given = build_cli([*common, "--model.max_new_tokens", "3", "--trainer.logger=false"])  # not the model: used
+    assert given.model.max_new_tokens == 3
+
+
+@pytest.mark.integration
+def test_missing_and_truncated_checkpoints_are_one_line_naming_the_file(trained, tmp_path):
+    cli, _ = trained
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    base = ["--config", QUICKSTART, *SMALL, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=1"]
+    code, stderr = _vlmkit("validate", *base, "--ckpt_path", str(cut))
+    assert code == 1 and "cannot read checkpoint" in _one_error_line(stderr) and "cut.ckpt" in stderr
+    code, stderr = _vlmkit("fit", *base, "--model.init_from", str(tmp_path / "stage1.ckpt"))
+    assert code == 1 and _one_error_line(stderr).endswith(f"init_from checkpoint not found: {tmp_path / 'stage1.ckpt'}")
+    for bad, message in ((tmp_path / "gone.ckpt", "not found"), (tmp_path / "empty.ckpt", "empty file")):
+        if bad.name == "empty.ckpt":
+            bad.write_bytes(b"")
+        with pytest.raises(SystemExit, match=rf"vlmkit: error: .*{bad.name}.*{message}|{message}.*{bad.name}"):
+            main(["validate", *base, "--ckpt_path", str(bad)])
+
+
+@pytest.mark.integration
+def test_data_build_with_a_5000_character_image_path_is_one_warning_and_a_manifest(tmp_path):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"images": ["y" * 5000 + ".png"], "text": "x"}) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "vlmkit", "data", "build", "--input", str(tmp_path), "--output", str(tmp_path / "out"),
+         "--format", "pdf"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "skipped 1 {'missing_image': 1}" in result.stdout
+    assert "File name too long" in result.stderr and len(max(result.stderr.splitlines(), key=len)) < 600
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["skipped"] == {"missing_image": 1}
+
+
+def test_config_differences_count_only_what_was_given():
+    from vlmkit.cli import config_differences
+
+    def part(cls, **args):
+        return {"class_path": cls, "init_args": args}
+
+    saved = {
+        "vlm": part("M", connector=part("Perceiver", num_latents=32), encoder=part("E", config={"hidden": 128})),
+        "max_new_tokens": 16,
+        "optimizer": part("torch.optim.AdamW", lr=0.001),
+    }
+    defaults = {"vlm": None, "max_new_tokens": 16, "optimizer": part("torch.optim.AdamW", lr=0.001), "new_arg": 1}
+    assert config_differences(saved, {"vlm": None, **{k: v for k, v in defaults.items() if k != "vlm"}}, defaults) == []
+    given = {
+        "vlm": part("M", connector=part("MLP", gated=True), encoder=part("E", config={"hidden": 128, "head": False})),
+        "max_new_tokens": 16,  # the default: not given, the checkpoint's value stays
+        "optimizer": part("torch.optim.AdamW", lr=0.01),
+        "new_arg": 1,  # unknown to the checkpoint, at its default
+    }
+    assert config_differences(saved, given, defaults) == [
+        (("optimizer", "init_args", "lr"), 0.001, 0.01),
+        (("vlm", "init_args", "connector"), "Perceiver", "MLP"),  # one difference for the whole part
+        (("vlm", "init_args", "encoder", "init_args", "config", "head"), None, False),
+    ]

@@ -2,14 +2,24 @@
 
 ``vlmkit fit|validate|test|predict --config recipes/....yaml``; any part is swapped
 with a flag, e.g. ``--model.vlm.connector vlmkit.connectors.MLPProjection``.
+
+With ``--ckpt_path``, the checkpoint is read without running code from it (``--weights_only false`` opts out)
+and the model configuration saved in it is compared with the one given: the checkpoint fills in what was not
+given, and where the given model (``model.vlm``) differs from the checkpoint's, the command stops and names the
+keys unless ``--config_mismatch`` says which one to use (LightningCLI alone silently uses the checkpoint's).
+Errors in what the user gave (files, checkpoints, data) print one line, ``vlmkit: error: ...``, not a traceback.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any, Literal
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
+from vlmkit.errors import CheckpointError, UserInputError
 from vlmkit.training.module import VLMModule
 
 DESCRIPTION = (
@@ -19,10 +29,165 @@ DESCRIPTION = (
     "`vlmkit export-idefics2` (a transformers Idefics2 checkpoint); each has its own --help."
 )
 
+ConfigMismatch = Literal["error", "use_checkpoint", "use_command_line"]
+"""When the model given differs from the checkpoint's: stop, run the checkpoint's model, or build the given one."""
+
+_MISSING = object()
+
+
+def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """``{path: leaf}`` of nested dicts; a ``class_path`` entry is kept as a leaf next to its ``init_args``."""
+    if isinstance(value, dict) and value:
+        flat: dict[tuple[str, ...], Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, (*prefix, str(key))))
+        return flat
+    return {prefix: value}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-comparable form (tuples become lists, namespaces dicts)."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    return json.loads(json.dumps(value, default=str))
+
+
+def _flag(path: tuple[str, ...]) -> str:
+    """``model.vlm.connector`` for ``("model", "vlm", "init_args", "connector", "class_path")``."""
+    return ".".join(p for p in path if p not in ("init_args", "class_path"))
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return _MISSING
+        tree = tree[key]
+    return tree
+
+
+def config_differences(saved: dict, given: dict, defaults: dict) -> list[tuple[tuple[str, ...], Any, Any]]:
+    """Keys where the given model configuration differs from the checkpoint's, counting only what was given.
+
+    A value equal to the parser's default (or under a default of ``None``, e.g. no ``vlm`` at all) was not given:
+    the checkpoint fills it in. A part whose class differs is one difference (its ``class_path``), not one per
+    argument. Inside free-form dicts (e.g. a transformers ``config``) a key only one side has is a difference too;
+    a constructor argument the checkpoint does not know (added later, at its default) is not.
+
+    Returns:
+        ``[(path, checkpoint value, given value)]`` with paths into ``saved``; a part whose class differs has the
+        part's path and the two class paths; a value absent on one side is ``None``.
+    """
+    saved, given, defaults = _plain(saved), _plain(given), _plain(defaults)
+    flat_saved, flat_given, flat_defaults = _flatten(saved), _flatten(given), _flatten(defaults)
+
+    def in_free_dict(path: tuple[str, ...]) -> bool:
+        return len(path) > 1 and path[-2] != "init_args" and isinstance(_get(saved, path[:-1]), dict)
+
+    extra = {path: _MISSING for path in flat_given if path not in flat_saved and in_free_dict(path)}
+    differences, replaced = [], []
+    for path, value in sorted({**flat_saved, **extra}.items(), key=lambda item: (len(item[0]), item[0])):
+        if any(path[: len(p)] == p for p in replaced):
+            continue
+        mine = _get(given, path)
+        if mine is _MISSING or mine == value:
+            continue
+        default = next((flat_defaults[path[:n]] for n in range(len(path), 0, -1) if path[:n] in flat_defaults), None)
+        if mine == default or (default is None and mine is None):
+            continue
+        if path[-1] == "class_path":
+            replaced.append(path[:-1])
+            differences.append((path[:-1], value, mine))
+        else:
+            differences.append((path, None if value is _MISSING else value, mine))
+    return differences
+
+
+def _describe(differences: list[tuple[tuple[str, ...], Any, Any]], limit: int = 5) -> str:
+    def short(value: Any) -> str:
+        value = value.get("class_path", value) if isinstance(value, dict) else value
+        return json.dumps(value)[:80] if not isinstance(value, str) else value[:80]
+
+    parts = [f"model.{_flag(p)} is {short(new)} here but {short(old)} in the checkpoint" for p, old, new in differences]
+    more = f" (+{len(parts) - limit} more)" if len(parts) > limit else ""
+    return "; ".join(parts[:limit]) + more
+
+
+class VLMKitCLI(LightningCLI):
+    """``LightningCLI`` that reads ``--ckpt_path`` safely and never lets the checkpoint's model silently win."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--config_mismatch``."""
+        parser.add_argument(
+            "--config_mismatch",
+            type=ConfigMismatch,
+            default="error",
+            help="With --ckpt_path, when the model given (model.vlm) differs from the one saved in the checkpoint: "
+            "'error' stops and names the keys, 'use_checkpoint' runs the checkpoint's model, 'use_command_line' "
+            "builds the model given here (the checkpoint's weights must fit it). Keys that were not given always "
+            "come from the checkpoint; other model keys given here (e.g. max_new_tokens) are used, and named.",
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """Read the checkpoint safely, compare its model configuration with the given one, and merge."""
+        from vlmkit.training.safe_loading import existing_checkpoint, guarded_load, load_checkpoint, verify_sharded
+
+        subcommand = self.config.get("subcommand")
+        section = self.config[subcommand] if subcommand else None
+        ckpt_path = section.get("ckpt_path") if section is not None else None
+        if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry") or "://" in str(ckpt_path):
+            return  # Lightning's own names, and remote files: Lightning reads them
+        path = existing_checkpoint(ckpt_path, "--ckpt_path checkpoint")
+        trust = section.get("weights_only") is False
+        opt_in = "pass --weights_only false"
+        what = "--ckpt_path checkpoint"
+        if path.is_dir():  # sharded (FSDP2): Lightning reads it with torch's pickle reader, so check it first
+            check = lambda safe: verify_sharded(path) if safe else None  # noqa: E731
+            guarded_load(path, check, trust=trust, opt_in=opt_in, what=what)
+            meta = path / "meta.pt"  # Lightning's file of everything but weights and optimizer states
+            checkpoint = load_checkpoint(meta, trust=trust, opt_in=opt_in, what=what) if meta.is_file() else {}
+        else:
+            checkpoint = load_checkpoint(path, trust=trust, opt_in=opt_in, what=what, mmap=True)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        given = section["model"]
+        defaults = self._subcommand_parsers[subcommand].get_defaults().get("model")
+        differences = config_differences(hparams, given, defaults)
+        mode = section.get("config_mismatch", "error")
+        merged = _plain(hparams)
+        if differences and mode != "use_checkpoint":
+            in_model = [d for d in differences if d[0][0] == "vlm"]
+            if in_model and mode == "error":
+                raise CheckpointError(
+                    f"the model given differs from the one {path} was trained with: {_describe(in_model)}. "
+                    "Pass --config_mismatch use_checkpoint to run the checkpoint's model, or --config_mismatch "
+                    "use_command_line to build the model given here (its weights must then fit)"
+                )
+            plain_given = _plain(given)
+            for key, _, _ in differences:
+                _set(merged, key, _get(plain_given, key))
+            rank_zero_warn(f"--ckpt_path {path}: using the values given here: {_describe(differences)}")
+        elif differences:
+            rank_zero_warn(f"--ckpt_path {path}: using the checkpoint's model configuration: {_describe(differences)}")
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": merged}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"vlmkit: error: the model configuration saved in {path} does not parse\n")
+            raise
+
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Parse ``args`` (default: ``sys.argv``), build model, data and trainer, and run the subcommand."""
-    return LightningCLI(
+    return VLMKitCLI(
         VLMModule,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
@@ -33,25 +198,35 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     )
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a dataloader worker, the worker's own last line."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split("\n"))
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``vlmkit`` console script."""
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["data"]:
-        from vlmkit.data.build import main as data_main
+    try:
+        if argv[:1] == ["data"]:
+            from vlmkit.data.build import main as data_main
 
-        data_main(argv[1:])
-        return
-    if argv[:1] == ["export"]:
-        from vlmkit.export import main as export_main
+            data_main(argv[1:])
+        elif argv[:1] == ["export"]:
+            from vlmkit.export import main as export_main
 
-        export_main(argv[1:])
-        return
-    if argv[:1] == ["export-idefics2"]:
-        from vlmkit.interop.cli import main as export_idefics2_main
+            export_main(argv[1:])
+        elif argv[:1] == ["export-idefics2"]:
+            from vlmkit.interop.cli import main as export_idefics2_main
 
-        export_idefics2_main(argv[1:])
-        return
-    build_cli(args)  # None: LightningCLI reads sys.argv itself
+            export_idefics2_main(argv[1:])
+        else:
+            build_cli(args)  # None: LightningCLI reads sys.argv itself
+    except UserInputError as err:
+        sys.exit(f"vlmkit: error: {_one_line(err)}")
 
 
 if __name__ == "__main__":

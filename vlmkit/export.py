@@ -20,21 +20,30 @@ from vlmkit.adapters import has_adapters, merge_adapters, save_trainable, traina
 from vlmkit.quantization import dequantize, quantized_kind
 
 
-def export(vlm, ckpt_path: str | None, output_dir: str | Path, adapters_only: bool = False) -> Path:
+def export(
+    vlm, ckpt_path: str | None, output_dir: str | Path, adapters_only: bool = False, trust_checkpoint: bool = False
+) -> Path:
     """Write ``vlm`` (after loading ``ckpt_path``) to ``output_dir``; return the weights file.
 
     Args:
         vlm: The composed ``VisionLanguageModel`` (as the checkpoint was trained).
-        ckpt_path: A Lightning checkpoint file or sharded folder; ``None`` exports ``vlm`` as it is.
+        ckpt_path: A Lightning checkpoint file or sharded folder; ``None`` exports ``vlm`` as it is. Read with
+            ``weights_only=True``.
         output_dir: Created if missing.
         adapters_only: Write only the trainable parameters instead of the merged full model.
+        trust_checkpoint: Unpickle ``ckpt_path`` in full (runs any code it holds), with a warning.
+
+    Raises:
+        CheckpointError: The checkpoint is missing, empty, truncated, needs full unpickling (without
+            ``trust_checkpoint``), or does not fit ``vlm``; the message names the file.
     """
     from safetensors.torch import save_file
 
     from vlmkit.training.checkpoints import load_model_weights
 
     if ckpt_path is not None:
-        load_model_weights(vlm, ckpt_path)
+        opt_in = "pass --trust_checkpoint to `vlmkit export`"
+        load_model_weights(vlm, ckpt_path, trust=trust_checkpoint, opt_in=opt_in)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if adapters_only:
@@ -64,11 +73,18 @@ def main(args: list[str] | None = None) -> Path:
     parser.add_argument("--ckpt_path", required=True, help="Lightning checkpoint file or sharded checkpoint folder")
     parser.add_argument("--output_dir", required=True, help="folder for model.safetensors / trainable.safetensors")
     parser.add_argument("--adapters_only", action="store_true", help="save only trainable parameters (no merge)")
+    parser.add_argument(
+        "--trust_checkpoint",
+        action="store_true",
+        help="unpickle the checkpoint in full (weights_only=False): runs any code it holds; only for files you trust",
+    )
     known, recipe_args = parser.parse_known_args(args)
     from vlmkit.cli import build_cli
+    from vlmkit.training.safe_loading import existing_checkpoint
 
+    existing_checkpoint(known.ckpt_path)  # fail before building the model
     cli = build_cli([*recipe_args, "--trainer.logger", "false"], run=False)
-    path = export(cli.model.vlm, known.ckpt_path, known.output_dir, known.adapters_only)
+    path = export(cli.model.vlm, known.ckpt_path, known.output_dir, known.adapters_only, known.trust_checkpoint)
     cli.parser.save(cli.config, str(Path(known.output_dir) / "recipe.yaml"), overwrite=True, skip_check=True)
     print(f"wrote {path}")
     return path

@@ -68,3 +68,41 @@ def test_few_step_fit_on_shards_through_the_cli(tmp_path):
     events = EventAccumulator(cli.trainer.log_dir).Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "data/interleaved/ok", "data/pair/share", "data/bad_fraction"} <= tags
+
+
+def test_a_5000_character_image_path_is_skipped_and_the_build_goes_on(tmp_path, capsys):
+    main(["data", "synth", "--format", "pdf", "--num", "3", "--output", str(tmp_path)])
+    with (tmp_path / "data.jsonl").open("a") as lines:
+        lines.write(json.dumps({"images": ["x" * 5000 + ".png"], "text": "x"}) + "\n")
+    main(["data", "build", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--format", "pdf"])
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["num_samples"] == 3 and manifest["skipped"] == {"missing_image": 1}
+    assert "wrote 3 pdf samples" in capsys.readouterr().out
+
+
+def test_strict_leaves_nothing_behind_and_keeps_an_earlier_build(tmp_path):
+    main(["data", "synth", "--format", "pdf", "--num", "4", "--output", str(tmp_path / "raw")])
+    args = ["data", "build", "--input", str(tmp_path / "raw"), "--format", "pdf", "--max-samples-per-shard", "2"]
+    main([*args, "--output", str(tmp_path / "kept")])  # a good earlier build
+    before = {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()}
+    with (tmp_path / "raw" / "data.jsonl").open("a") as lines:
+        lines.write('{"images": ["images/nowhere.png"], "text": "x"}\n')
+    for output in ("new", "kept"):
+        expected = rf"--strict: 1 input samples were skipped.*nothing was written to .*{output}"
+        with pytest.raises(SystemExit, match=expected):
+            main([*args, "--output", str(tmp_path / output), "--strict"])
+    assert not (tmp_path / "new").exists()  # no shards, no manifest
+    assert {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "raw"]  # no partial build left over
+    main([*args, "--output", str(tmp_path / "kept"), "--max-samples-per-shard", "10"])  # a rebuild replaces it
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["manifest.json", "shard-000000.tar"]
+
+
+def test_a_jpeg_with_exif_that_is_not_tiff_is_skipped_by_the_build(tmp_path):
+    from hostile_images import EXIF_NOT_TIFF
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "bad.jpg", exif=EXIF_NOT_TIFF, dpi=(72, 72))
+    (tmp_path / "data.jsonl").write_text(json.dumps({"images": ["bad.jpg"], "text": "x"}) + "\n")
+    main(["data", "build", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--format", "pdf"])
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["skipped"] == {"corrupt_image": 1}

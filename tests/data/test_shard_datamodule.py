@@ -1,4 +1,5 @@
 import hashlib
+import json
 import random
 import types
 
@@ -136,11 +137,62 @@ def test_checkpoint_resume_continues_the_data_stream(shard_dirs, tmp_path, num_w
         trainer.fit(
             VLMModule(vlm),
             datamodule=datamodule(shard_dirs, vlm, pack_length=192, num_workers=num_workers),
-            ckpt_path=ckpt_path,
-            weights_only=False,
+            ckpt_path=ckpt_path,  # read with weights_only=True: the checkpoint holds no pickled callable
         )
         return seen.seen
 
     full = run(5)
     resumed = run(5, ckpt_path=str(tmp_path / "epoch=0-step=2.ckpt"))
     assert resumed == full[2:]
+
+
+def _source_with_one_bad_shard(tmp_path, shard_dirs, kind):
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "missing":  # the manifest lists one shard, which is not on disk
+        manifest = {"format": "pdf", "num_samples": 6, "skipped": {},
+                    "shards": [{"name": "shard-000000.tar", "num_samples": 6, "num_bytes": 10240}]}  # fmt: skip
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        urls = str(folder)
+    else:  # a valid tar without a sample
+        import tarfile
+
+        with tarfile.open(folder / "empty.tar", "w"):
+            pass
+        urls = str(folder / "empty.tar")
+    return ShardSource(urls, "pdf", max_length=96, max_image_size=32, min_image_size=16, shuffle_buffer=4)
+
+
+@pytest.mark.timeout(120)  # before: a hang (one source) or an endless stream of warnings (with a good source)
+@pytest.mark.parametrize("kind, alone", [("missing", True), ("empty", False)])
+def test_a_source_whose_shards_yield_nothing_stops_training_naming_it(shard_dirs, tmp_path, tiny_vlm, kind, alone):
+    from vlmkit.data.mixture import EmptySourceError
+
+    good = ShardSource(str(shard_dirs["pair"]), "pair", max_length=96, max_image_size=32, min_image_size=16)
+    dead = _source_with_one_bad_shard(tmp_path, shard_dirs, kind)
+    dm = MixtureDataModule([dead] if alone else [good, dead], batch_size=2)
+    dm.connect(tiny_vlm)
+    shard = "shard-000000.tar" if kind == "missing" else "empty.tar"
+    reason = "missing_shard" if kind == "missing" else "empty_shard"
+    iterator = iter(dm.train_dataloader())
+    with pytest.raises(EmptySourceError, match=rf"source 'pdf' gave no usable sample .*{shard}.*{reason}: 1"):
+        for _ in range(1000):
+            next(iterator)
+
+
+@pytest.mark.parametrize("saved, resumed", [(0, 2), (2, 1)])
+def test_resuming_with_another_num_workers_says_what_differs_and_what_to_pass(shard_dirs, tiny_vlm, saved, resumed):
+    from vlmkit.data.shard_datamodule import DataResumeError
+
+    loader = datamodule(shard_dirs, tiny_vlm, num_workers=saved).train_dataloader()
+    iterator = iter(loader)
+    take(iterator, 2)
+    state = loader.state_dict()
+    del iterator
+    other = datamodule(shard_dirs, tiny_vlm, num_workers=resumed).train_dataloader()
+    expected = rf"ran num_workers={saved}, this run has num_workers={resumed}.*--data.init_args.num_workers={saved}"
+    with pytest.raises(DataResumeError, match=expected):  # before: torchdata's bare AssertionError
+        other.load_state_dict(state)
+        next(iter(other))
+    same = datamodule(shard_dirs, tiny_vlm, num_workers=saved).train_dataloader()
+    same.load_state_dict(state)  # the same number still resumes

@@ -30,7 +30,7 @@ def test_round_trip_build_then_read_gives_the_same_samples(shard_dirs, format):
             assert record.data.get(field) == expected.data.get(field)
         assert len(record.images) == len(expected.images)
         for got, want in zip(record.images, expected.images):
-            assert np.array_equal(np.asarray(got), np.asarray(want))  # PNG is lossless: same pixels
+            assert np.array_equal(np.asarray(got.decode()), np.asarray(want))  # PNG is lossless: same pixels
 
 
 def test_build_is_deterministic_and_respects_the_count_limit(tmp_path):

@@ -44,6 +44,17 @@ class KeyRenderer:
         return {"key": record.key, "dropped_images": 0}
 
 
+def decoded(record):
+    """``record`` after decoding its images as the renderer does, or the ``BadSample`` that raises."""
+    if isinstance(record, Record):
+        try:
+            for image in record.images:
+                image.decode()
+        except BadSample as bad:
+            return bad
+    return record
+
+
 def test_ranks_read_disjoint_shards_covering_everything(shard_dirs):
     source = ShardSource(str(shard_dirs["pair"]), "pair", shuffle_buffer=8)
     parts = [_keys(source, rank, 3) for rank in range(3)]
@@ -69,7 +80,7 @@ def test_shuffle_is_seeded(shard_dirs):
 
 def test_endless_passes_reshuffle_and_resampled_draws_with_replacement(shard_dirs):
     source = ShardSource(str(shard_dirs["pair"]), "pair", shuffle_buffer=10)
-    stream = source.records(0, 1, 0, endless=True)
+    stream = (r for r in source.records(0, 1, 0, endless=True) if isinstance(r, Record))  # not the PassEnd markers
     first, second = [next(stream).key for _ in range(24)], [next(stream).key for _ in range(24)]
     assert sorted(first) == sorted(second) and first != second
     resampled = ShardSource(str(shard_dirs["pair"]), "pair", resampled=True, shuffle_buffer=0)
@@ -114,7 +125,7 @@ def test_every_bad_input_is_skipped_and_counted(tmp_path):
     (tmp_path / "d.tar").write_bytes(full[:cut])  # cut inside corrupt.json's data: ok1 is whole
     urls = [str(tmp_path / f"{n}.tar") for n in "abcd"]
     source = ShardSource(urls, "pair", shuffle_buffer=0, shuffle_shards=False)
-    records = list(source.records(0, 1, 0, endless=False))
+    records = [decoded(r) for r in source.records(0, 1, 0, endless=False)]  # pixels are decoded when rendered
     good_keys = [r.key for r in records if isinstance(r, Record)]
     reasons = Counter(r.reason for r in records if isinstance(r, BadSample))
     assert good_keys == ["ok1", "ok2", "ok1"]  # d.tar's readable head still counts
@@ -144,3 +155,16 @@ def test_bad_image_member_in_a_built_shard(tmp_path):
     write_shards(items, tmp_path, "pdf")
     [bad] = ShardSource(str(tmp_path), "pdf").records(0, 1, 0, endless=False)
     assert isinstance(bad, BadSample) and bad.reason == "corrupt_image" and "k0" in bad.detail
+
+
+def test_a_shard_listed_in_the_manifest_but_missing_is_its_own_reason(tmp_path, shard_dirs):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for path in shard_dirs["pdf"].iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "shard-000002.tar").unlink()
+    records = list(ShardSource(str(folder), "pdf", shuffle_buffer=0).records(0, 1, 0, endless=False))
+    bad = [r for r in records if isinstance(r, BadSample)]
+    assert [b.reason for b in bad] == ["missing_shard"]
+    assert "shard-000002.tar does not exist" in bad[0].detail
+    assert len([r for r in records if isinstance(r, Record)]) == 18

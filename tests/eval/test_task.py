@@ -98,3 +98,23 @@ def test_fit_scores_tasks_beside_the_training_validation(tiny_vlm):
     assert "val/synthetic" in metrics and "val/majority_baseline" in metrics
     assert any(key.startswith("val/accuracy") for key in metrics)
     assert len(tasks[0].metric.seen) == 3
+
+
+def test_an_image_that_does_not_decode_names_the_task_sample_and_file(tiny_vlm, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from vlmkit.data.processor import VLMProcessor
+    from vlmkit.eval.task import PromptDataset
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="JPEG", exif=b"Exif\x00\x00NOTATIFF" + bytes(16), dpi=(72, 72))
+    (tmp_path / "q7.jpg").write_bytes(buffer.getvalue())  # EXIF that is not TIFF data: SyntaxError before
+
+    def reader():
+        return [EvalSample("q7", (tmp_path / "q7.jpg",), "What color?", ("black",), task="toy")]
+
+    dataset = PromptDataset(EvalTask("toy", reader, Match()), 0, VLMProcessor.from_model(tiny_vlm, 32, 16))
+    with pytest.raises(ValueError, match=r"task 'toy' sample 'q7': cannot read image .*q7.jpg.*not a TIFF file"):
+        dataset[0]

@@ -12,8 +12,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from PIL import Image
-
 from vlmkit.text.template import Turn
 
 Format = Literal["interleaved", "pair", "pdf", "conversation"]
@@ -48,13 +46,31 @@ class Record:
         key: The sample's key (``__key__`` in a shard, the line number in a JSONL file).
         format: One of :data:`FORMATS`.
         data: The JSON structure (see :func:`validate`).
-        images: The decoded images, in the order of the non-null entries of ``data["images"]``.
+        images: The images, in the order of the non-null entries of ``data["images"]``: PIL images, or (from
+            shards) :class:`~vlmkit.data.image_decode.EncodedImage` whose header was checked and whose pixels are
+            decoded by the renderer, only if truncation keeps them.
     """
 
     key: str
     format: str
     data: dict[str, Any]
-    images: list[Image.Image] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PassEnd:
+    """Marks the end of one pass of a source's reader over its shards, in an endless stream.
+
+    A mixture stops the run when a reader has visited every shard it can be given without one usable sample
+    (the source would otherwise be read forever without yielding anything).
+
+    Attributes:
+        shards: The shards this pass read.
+        possible: Every shard this reader can be given (all of them when the shard order is shuffled).
+    """
+
+    shards: tuple[str, ...]
+    possible: tuple[str, ...]
 
 
 def _need(data: dict[str, Any], name: str, kind: type | tuple[type, ...], key: str) -> Any:

@@ -3,7 +3,8 @@
 Images keep their aspect ratio: the longest side is capped at ``max_image_size``,
 the shortest is raised towards ``min_image_size``, and both sides are rounded to
 a multiple of the encoder's patch size. Any PIL mode (grayscale, RGBA, palette,
-CMYK, 16-bit) and EXIF orientation become a plain RGB tensor.
+CMYK, 16-bit) and EXIF orientation become a plain RGB tensor. Image files are decoded
+at the reduced size the output needs (see :mod:`vlmkit.data.image_decode`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-ImageInput = Image.Image | str | PathLike
-"""A PIL image, or the path of an image file."""
+from vlmkit.data.formats import BadSample
+from vlmkit.data.image_decode import EncodedImage, decode_image, exif_orientation, image_size, orient, rgb
+
+ImageInput = Image.Image | EncodedImage | str | PathLike
+"""A PIL image, an :class:`~vlmkit.data.image_decode.EncodedImage`, or the path of an image file."""
 
 
 def load_image(image: ImageInput) -> Image.Image:
@@ -35,23 +40,38 @@ def load_image(image: ImageInput) -> Image.Image:
             return opened.copy()
     except FileNotFoundError as err:
         raise FileNotFoundError(f"image file not found: {image}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"cannot read image {image}: {err}") from err
+    except Exception as err:  # Pillow raises many types on bad files
+        raise ValueError(f"cannot read image {image}: {type(err).__name__}: {err}") from err
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL image to RGB, applying EXIF orientation and compositing alpha on white."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    return image.convert("RGB")
+    """Convert any PIL image to RGB, applying EXIF orientation and compositing alpha on white.
+
+    Raises:
+        ValueError: If the image cannot be decoded or its EXIF data cannot be parsed.
+    """
+    try:
+        orientation = exif_orientation(image)
+        image.load()
+        return rgb(orient(image, orientation))
+    except Exception as err:
+        raise ValueError(f"cannot read image: {type(err).__name__}: {err}") from err
+
+
+def _encoded(image: ImageInput) -> Image.Image | EncodedImage:
+    """A path read as an :class:`EncodedImage` (decoded later, at the size needed); images as they are."""
+    if isinstance(image, Image.Image | EncodedImage):
+        return image
+    try:
+        data = Path(image).read_bytes()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"image file not found: {image}") from err
+    except OSError as err:
+        raise ValueError(f"cannot read image {image}: {err}") from err
+    try:
+        return EncodedImage.open(data, str(image))
+    except BadSample as bad:
+        raise ValueError(f"cannot read image {image}: {bad.detail}") from bad
 
 
 def target_size(height: int, width: int, patch_size: int, max_image_size: int, min_image_size: int) -> tuple[int, int]:
@@ -125,23 +145,48 @@ class ImageProcessor:
         """Process one image (or image file) to ``[3, H, W]`` float32; ``rng`` enables random upscaling."""
         return self.process(image, split=False, rng=rng)[0]
 
+    def draw_scale(self, rng: random.Random | None) -> float:
+        """The random upscaling factor of the next training image (1 without ``rng``)."""
+        if rng is not None and self.upscale_probability > 0 and rng.random() < self.upscale_probability:
+            return rng.uniform(1.0, self.max_upscale)
+        return 1.0
+
+    @staticmethod
+    def decode_size(height: int, width: int, split: bool) -> tuple[int, int]:
+        """The size an image must be decoded at for views of ``height x width`` (crops of a split: twice that)."""
+        return (2 * height, 2 * width) if split else (height, width)
+
     def process(self, image: ImageInput, split: bool = False, rng: random.Random | None = None) -> list[torch.Tensor]:
         """Process one image, optionally split into 4 crops + the original (paper section 3.4, Finding 6).
 
         Args:
-            image: A PIL image or an image file path.
+            image: A PIL image, an ``EncodedImage`` or an image file path (decoded at the size needed).
             split: Return the four quadrant crops (row-major) followed by the whole image, every crop
                 resized to the whole image's processed size, as the paper describes.
             rng: Random source for training-time upscaling; ``None`` disables it.
 
         Returns:
             One ``[3, H, W]`` tensor, or five of the same size when ``split``.
+
+        Raises:
+            FileNotFoundError: If a file does not exist (the message names it).
+            ValueError: If the image cannot be decoded or oriented (the message names the file).
         """
-        image = to_rgb(load_image(image))
-        scale = 1.0
-        if rng is not None and self.upscale_probability > 0 and rng.random() < self.upscale_probability:
-            scale = rng.uniform(1.0, self.max_upscale)
-        height, width = self.output_size(image.height, image.width, scale)
+        image = _encoded(image)
+        name = image.where if isinstance(image, EncodedImage) else "image"
+        try:
+            size = image_size(image)
+        except Exception as err:  # EXIF data Pillow cannot parse
+            raise ValueError(f"cannot read image {name}: {type(err).__name__}: {err}") from err
+        height, width = self.output_size(*size, self.draw_scale(rng))
+        try:
+            decoded = decode_image(image, self.decode_size(height, width, split), where=name)
+        except BadSample as bad:
+            raise ValueError(f"cannot read image {name}: {bad.detail}") from bad
+        return self.views(decoded, height, width, split)
+
+    def views(self, image: Image.Image, height: int, width: int, split: bool = False) -> list[torch.Tensor]:
+        """Tensors ``[3, height, width]`` of an RGB image: itself, or its 4 crops then itself when ``split``."""
         views = split_image(image) + [image] if split else [image]
         return [self._to_tensor(view, height, width) for view in views]
 

@@ -4,25 +4,61 @@ Each reader (``node_rank * num_workers + worker``) draws the source of its next 
 ``random.Random(seed, reader)`` by the sources' weights, takes that source's next sample, renders it
 and optionally packs. Training streams are endless (each source re-reads its data in reshuffled
 passes; the run length is ``max_steps``); evaluation streams read every source once. Skipped samples
-are counted per source and reason in shared :class:`~vlmkit.data.stats.DataStats`.
+are counted per source and reason in shared :class:`~vlmkit.data.stats.DataStats`; their warnings are
+rate-limited (the first few of each source and reason, then the 2nd, 4th, 8th... with the count). A training
+source whose reader has visited every shard it can be given without one usable sample stops the run with an
+:class:`EmptySourceError` naming the source and its shards (it would otherwise be read forever).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vlmkit.data.formats import BadSample, Record
+from vlmkit.data.formats import BadSample, PassEnd, Record
 from vlmkit.data.render import SampleRenderer
 from vlmkit.data.sequence_packing import pack
-from vlmkit.data.stats import DataStats
+from vlmkit.data.stats import DataStats, SkipLog
+from vlmkit.errors import UserInputError
 
 log = logging.getLogger(__name__)
+
+
+class EmptySourceError(UserInputError, RuntimeError):
+    """A training source that gave no usable sample in a full pass over its shards (it would be read forever)."""
+
+
+def _preview(items: Sequence[str], limit: int = 5) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+class _Liveness:
+    """Per source: the shards of the passes that gave no usable sample since the last one that did."""
+
+    def __init__(self) -> None:
+        self.visited: set[str] = set()
+        self.reasons: Counter[str] = Counter()
+        self.used_this_pass = False
+
+    def used(self) -> None:
+        self.used_this_pass = True
+        self.reasons.clear()
+
+    def dead(self, end: PassEnd) -> bool:
+        """Whether, with the pass that ``end`` closes, every shard this reader can get was read for nothing."""
+        if self.used_this_pass:
+            self.visited.clear()
+            self.used_this_pass = False
+            return False
+        self.visited.update(end.shards)
+        return self.visited >= set(end.possible)
 
 
 class MixtureSource(Protocol):
@@ -32,8 +68,11 @@ class MixtureSource(Protocol):
     weight: float
     max_length: int
 
-    def records(self, rank: int, world: int, seed: int, endless: bool) -> Iterator[Record | BadSample]:
-        """Reader ``rank`` of ``world``'s samples (bad ones as markers), endless or one pass."""
+    def records(self, rank: int, world: int, seed: int, endless: bool) -> Iterator[Record | BadSample | PassEnd]:
+        """Reader ``rank`` of ``world``'s samples (bad ones as markers), endless or one pass.
+
+        Endless streams over files may mark the end of each pass with a :class:`PassEnd`.
+        """
         ...
 
 
@@ -85,6 +124,8 @@ class MixtureStream(IterableDataset):
         draw = random.Random(f"vlmkit.mixture:{self.seed}:{reader}")
         augment = random.Random(f"vlmkit.augment:{self.seed}:{reader}") if self.augment else None
         active = list(range(len(self.sources)))
+        liveness = [_Liveness() for _ in self.sources]
+        skip_log = SkipLog(log)
         while active:
             i = draw.choices(active, weights=[self.sources[j].weight for j in active])[0] if self.endless else active[0]
             source = self.sources[i]
@@ -93,14 +134,24 @@ class MixtureStream(IterableDataset):
             except StopIteration:
                 active.remove(i)
                 continue
+            if isinstance(record, PassEnd):
+                if self.endless and liveness[i].dead(record):
+                    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(liveness[i].reasons.items())) or "none"
+                    raise EmptySourceError(
+                        f"source {source.name!r} gave no usable sample in a full pass over its shards "
+                        f"[{_preview(sorted(liveness[i].visited))}] (reader {reader} of {readers}); skipped: {reasons}"
+                    )
+                continue
             try:
                 if isinstance(record, BadSample):
                     raise record
                 sample = self.renderers[i](record, augment)
             except BadSample as bad:
                 self.stats.add(worker, source.name, bad.reason)
-                log.warning("skipped a sample of %s: %s", source.name, bad)
+                liveness[i].reasons[bad.reason] += 1
+                skip_log(source.name, bad)
                 continue
+            liveness[i].used()
             self.stats.add(worker, source.name, "ok")
             if sample["dropped_images"]:
                 self.stats.add(worker, source.name, "dropped_images", sample["dropped_images"])

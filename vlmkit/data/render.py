@@ -5,7 +5,8 @@ Pretraining formats are trained on every text token; conversations on the assist
 whole image (paper section 3.4, Finding 6; half of the instruction samples in section 4.2). Truncation never
 cuts through an image's block (for a split image: all five views with their fake tokens and crop markers): the
 cut moves to before the block, and that image and every later one are dropped with their pixels (or the whole
-sample is dropped, by choice), so placeholders and images always agree.
+sample is dropped, by choice), so placeholders and images always agree. Token counts come from the image headers:
+images are decoded only once truncation has decided to keep them, at the reduced size the processor needs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from vlmkit.data.formats import BadSample, CaptionField, Record, to_turns
+from vlmkit.data.image_decode import decode_image, image_size
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, ImageTokens, SplitImage
 
@@ -107,6 +109,8 @@ class SampleRenderer:
             layout); ``False``: Idefics2's layout (five plain image blocks in a row).
         chat_template: A checkpoint's Jinja chat template (an imported model's): its text, token for token as
             transformers' processor renders it; ``None``: vlmkit's layout.
+        max_image_pixels: Skip a sample with an image that decodes to more pixels (``too_many_pixels``; a JPEG
+            counts at the reduced size it decodes at); ``None``: no limit.
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class SampleRenderer:
         eval_image_splitting: bool = False,
         crop_markers: bool = True,
         chat_template: str | None = None,
+        max_image_pixels: int | None = None,
     ) -> None:
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
@@ -137,6 +142,7 @@ class SampleRenderer:
         self.truncation = truncation
         self.image_splitting = image_splitting
         self.eval_image_splitting = eval_image_splitting
+        self.max_image_pixels = max_image_pixels
         self.templates = {
             answer_only: ChatTemplate(
                 tokenizer,
@@ -174,22 +180,25 @@ class SampleRenderer:
 
         Raises:
             BadSample: ``too_long`` (truncation would leave nothing to train on, or ``drop_sample``),
-                ``render_error`` (the template or image processor rejects the sample), ``missing_field``.
+                ``render_error`` (the template rejects the sample), ``missing_field``, ``corrupt_image`` (an image
+                that does not decode or orient) or ``too_many_pixels``.
         """
         turns, answer_only = to_turns(record, self.caption_field, rng if self.shuffle_turns else None)
         split = self.split(rng)
-        try:
-            views = [self.image_processor.process(image, split=split, rng=rng) for image in record.images]
-            layouts: list[ImageTokens] = []
-            for group in views:  # crops are resized to the whole image's size: one count serves every view
-                count = self.num_image_tokens(group[-1].shape[1], group[-1].shape[2])
-                layouts.append(SplitImage(count) if split else count)
+        processor = self.image_processor
+        try:  # sizes from the headers: nothing is decoded before truncation has chosen the images to keep
+            sizes = [processor.output_size(*image_size(image), processor.draw_scale(rng)) for image in record.images]
+        except Exception as err:  # EXIF data Pillow cannot parse
+            raise BadSample("corrupt_image", f"sample {record.key!r}: {type(err).__name__}: {err}") from err
+        try:  # crops are resized to the whole image's size: one count serves every view
+            counts = [self.num_image_tokens(height, width) for height, width in sizes]
+            layouts: list[ImageTokens] = [SplitImage(count) if split else count for count in counts]
             encoded = self.templates[answer_only].encode(turns, layouts)
         except ValueError as err:
             raise BadSample("render_error", f"sample {record.key!r}: {err}") from err
         ids, labels = encoded.input_ids, encoded.labels
         cut, kept = truncate(ids, labels, self.max_length, self.image_token_id, encoded.image_spans)
-        dropped = len(views) - kept
+        dropped = len(sizes) - kept
         if dropped and self.truncation == "drop_sample":
             raise BadSample(
                 "too_long", f"sample {record.key!r}: {len(ids)} tokens > {self.max_length} through an image"
@@ -197,9 +206,14 @@ class SampleRenderer:
         ids, labels = ids[:cut], labels[:cut]
         if all(label == IGNORE_INDEX for label in labels[1:]):
             raise BadSample("too_long", f"sample {record.key!r}: nothing to train on within {self.max_length} tokens")
+        pixel_values = []
+        for i, (image, (height, width)) in enumerate(zip(record.images[:kept], sizes)):
+            where = f"sample {record.key!r} image {i}"
+            decoded = decode_image(image, processor.decode_size(height, width, split), self.max_image_pixels, where)
+            pixel_values += processor.views(decoded, height, width, split)
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": [view for group in views[:kept] for view in group],
+            "pixel_values": pixel_values,
             "dropped_images": dropped,
         }

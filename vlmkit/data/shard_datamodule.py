@@ -27,11 +27,24 @@ from vlmkit.data.sequence_packing import PackedCollator
 from vlmkit.data.sources import SyntheticSource, synthetic_record
 from vlmkit.data.stats import DataStats
 from vlmkit.data.webdataset_source import ShardSource
+from vlmkit.errors import UserInputError
 
 if TYPE_CHECKING:
     from vlmkit.model import VisionLanguageModel
 
 log = logging.getLogger(__name__)
+
+
+class DataResumeError(UserInputError, ValueError):
+    """A checkpoint's data-loader state that this run's loader cannot continue (e.g. another ``num_workers``)."""
+
+
+def saved_num_workers(state: dict[str, Any]) -> int | None:
+    """The ``num_workers`` a ``StatefulDataLoader`` state was saved with (``None`` for an empty state)."""
+    main = state.get("_snapshot", {}).get("_main_snapshot", {}) if isinstance(state.get("_snapshot"), dict) else {}
+    if "_num_workers" in main:  # a multi-process loader's state
+        return int(main["_num_workers"])
+    return 0 if "_num_yielded" in state else None
 
 
 class ConsumedStateLoader(StatefulDataLoader):
@@ -59,6 +72,21 @@ class ConsumedStateLoader(StatefulDataLoader):
         """The loader state after the consumed batches (the live state when that is unknown)."""
         states = getattr(self, "_states", {})
         return states[self.consumed] if self.consumed in states else super().state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from ``state_dict``, which must come from a loader with the same ``num_workers``.
+
+        Raises:
+            DataResumeError: Naming both worker counts and what to pass.
+        """
+        saved = saved_num_workers(state_dict)
+        if saved is not None and saved != self.num_workers:
+            raise DataResumeError(
+                f"cannot resume the training data: the checkpoint's data loader ran num_workers={saved}, this run "
+                f"has num_workers={self.num_workers}. Every worker reads its own seeded share of the shards, so the "
+                f"stream continues exactly only with the same number: pass --data.init_args.num_workers={saved}"
+            )
+        super().load_state_dict(state_dict)
 
 
 class MixtureDataModule(L.LightningDataModule):
@@ -179,6 +207,7 @@ class MixtureDataModule(L.LightningDataModule):
             eval_image_splitting=source.eval_image_splitting,
             crop_markers=self.crop_markers if self.crop_markers is not None else chat_template is None,
             chat_template=chat_template,
+            max_image_pixels=getattr(source, "max_image_pixels", None),
         )
 
     def _loader(self, train: bool) -> StatefulDataLoader:

@@ -8,20 +8,26 @@ that never reach a batch (a bad sample at the end of a stream, an empty shard) a
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
+
+from vlmkit.data.formats import BadSample
 
 REASONS: tuple[str, ...] = (
     "corrupt_image",
     "missing_image",
     "extreme_aspect_ratio",
+    "too_many_pixels",
     "missing_field",
     "bad_layout",
     "bad_json",
     "non_utf8_text",
     "truncated_tar",
     "empty_shard",
+    "missing_shard",
     "too_long",
     "render_error",
     "unknown_format",
@@ -80,3 +86,31 @@ class DataStats:
             used, dropped = totals.get(f"{s}/ok", 0), totals.get(f"{s}/dropped_images", 0)
             lines.append(f"{s:<24} {used:>8} {shares[s]:>7.3f} {dropped:>11}  {bad}")
         return "\n".join(lines)
+
+
+class SkipLog:
+    """Warnings about skipped samples that cannot flood the log (every skip is counted anyway).
+
+    Per ``(source, reason)`` the first ``first`` occurrences are logged, then only the 4th, 8th, 16th... with
+    the count so far: about ``log2(n)`` lines for ``n`` skips instead of ``n``.
+
+    Args:
+        logger: Where to warn.
+        first: Occurrences of each source and reason logged before thinning out.
+    """
+
+    def __init__(self, logger: logging.Logger, first: int = 3) -> None:
+        self.logger = logger
+        self.first = first
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def __call__(self, source: str, bad: BadSample) -> bool:
+        """Count ``bad`` and log it if it is due; returns whether it was logged."""
+        key = (source, bad.reason)
+        self.counts[key] += 1
+        n = self.counts[key]
+        if n > self.first and n & (n - 1):
+            return False
+        more = "" if n < self.first else f" ({n} {bad.reason} so far here; next message at {1 << n.bit_length()})"
+        self.logger.warning("skipped a sample of %s: %s%s", source, bad, more)
+        return True

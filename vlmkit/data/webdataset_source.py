@@ -5,12 +5,12 @@ a shard order shuffled identically on every reader (``split_by_node`` then ``spl
 webdataset terms). Shards are opened by webdataset (local paths, ``file://`` and ``pipe:`` URLs, so
 ``pipe:aws s3 cp s3://bucket/shard-000000.tar -`` works unchanged). Every random choice comes from a
 ``random.Random`` seeded by ``(seed, source, reader, pass)``, so a stream is reproducible and a
-:class:`~torchdata.stateful_dataloader.StatefulDataLoader` can resume it by fast-forwarding.
+:class:`~torchdata.stateful_dataloader.StatefulDataLoader` can resume it by fast-forwarding. Images are only
+opened here (header, EXIF orientation and pixel count checked); the renderer decodes the ones it keeps.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -19,9 +19,8 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from vlmkit.data.formats import FORMATS, BadSample, CaptionField, Format, Record, validate
+from vlmkit.data.formats import FORMATS, BadSample, CaptionField, Format, PassEnd, Record, validate
+from vlmkit.data.image_decode import DEFAULT_MAX_IMAGE_PIXELS, EncodedImage
 from vlmkit.data.shards import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -87,12 +86,16 @@ def shuffled(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[An
     yield from buffer
 
 
-def decode_sample(raw: dict[str, Any], format: str, max_aspect_ratio: float) -> Record:
+def decode_sample(
+    raw: dict[str, Any], format: str, max_aspect_ratio: float, max_image_pixels: int | None = None
+) -> Record:
     """Decode one raw webdataset sample (``__key__``, ``json`` and image members as bytes).
+
+    Images are opened, not decoded: their headers are checked (see :class:`EncodedImage`).
 
     Raises:
         BadSample: ``missing_field``, ``non_utf8_text``, ``bad_json``, ``bad_layout``, ``missing_image``,
-            ``extreme_aspect_ratio`` or ``corrupt_image``, naming the shard and key.
+            ``extreme_aspect_ratio``, ``too_many_pixels`` or ``corrupt_image``, naming the shard and key.
     """
     key = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
     if "json" not in raw:
@@ -107,18 +110,12 @@ def decode_sample(raw: dict[str, Any], format: str, max_aspect_ratio: float) -> 
     for ref in validate(format, data, key):
         if ref not in raw:
             raise BadSample("missing_image", f"sample {key} has no member {ref!r}")
-        try:
-            with Image.open(io.BytesIO(raw[ref])) as image:
-                width, height = image.size
-                if max(width, height) > max_aspect_ratio * min(width, height):
-                    raise BadSample("extreme_aspect_ratio", f"sample {key}: image {ref} is {width}x{height}")
-                image.load()
-                images.append(image.copy())
-        except BadSample:
-            raise
-        except Exception as err:  # PIL raises many types on bad bytes
-            raise BadSample("corrupt_image", f"sample {key}: image {ref}: {err}") from err
+        images.append(EncodedImage.open(raw[ref], f"sample {key}: image {ref}", max_aspect_ratio, max_image_pixels))
     return Record(str(raw.get("__key__")), format, data, images)
+
+
+def _is_local(url: str) -> bool:
+    return not url.startswith("pipe:") and ("://" not in url or url.startswith("file://"))
 
 
 class ShardSource:
@@ -141,6 +138,9 @@ class ShardSource:
         resampled: Draw shards with replacement forever, per reader (no disjointness); else each pass
             reads every shard once, split across readers.
         max_aspect_ratio: Images more elongated than this are skipped (e.g. 20000x20).
+        max_image_pixels: Images that would decode to more pixels are skipped before decoding
+            (``too_many_pixels``); a JPEG counts at the reduced size it decodes at (1/2 to 1/8 of each side, to
+            the size the processor needs), other formats at full size. Bounds a worker's memory per image.
         image_splitting: Chance that a training sample of this source has its images split into 4 crops + the
             whole image (paper section 4.2: 0.5 for instruction data; pretraining splits nothing).
         eval_image_splitting: Split every image when this source is a validation source.
@@ -161,6 +161,7 @@ class ShardSource:
         shuffle_shards: bool = True,
         resampled: bool = False,
         max_aspect_ratio: float = 16.0,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         image_splitting: float = 0.0,
         eval_image_splitting: bool = False,
         name: str | None = None,
@@ -173,6 +174,8 @@ class ShardSource:
             raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
         if not 0.0 <= image_splitting <= 1.0:
             raise ValueError(f"image_splitting must be in [0, 1], got {image_splitting}")
+        if max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be >= 1, got {max_image_pixels}")
         recorded = manifest_format(urls)
         if recorded is not None and recorded != format:
             raise ValueError(f"ShardSource(format={format!r}) but the manifest of {urls!r} says {recorded!r}")
@@ -188,6 +191,7 @@ class ShardSource:
         self.shuffle_shards = shuffle_shards
         self.resampled = resampled
         self.max_aspect_ratio = max_aspect_ratio
+        self.max_image_pixels = max_image_pixels
         self.image_splitting = image_splitting
         self.eval_image_splitting = eval_image_splitting
         self.name = name or format
@@ -212,7 +216,7 @@ class ShardSource:
                 return
 
     def _raw(self, shards: list[str]) -> Iterator[dict[str, Any] | BadSample]:
-        """Raw samples of ``shards``; tar errors and empty shards become :class:`BadSample` markers.
+        """Raw samples of ``shards``; missing shards, tar errors and empty shards become :class:`BadSample` markers.
 
         A tar cut at a member boundary reads as a shorter valid tar; it is caught by comparing with the
         manifest's sample count when the shards come from a directory with a manifest.
@@ -221,6 +225,9 @@ class ShardSource:
 
         expected = manifest_counts(self.urls)
         for url in shards:
+            if _is_local(url) and not Path(url.removeprefix("file://")).is_file():
+                yield BadSample("missing_shard", f"shard {url} does not exist")
+                continue
             errors: list[Exception] = []
             n = 0
             for sample in tarfile_samples(
@@ -230,21 +237,26 @@ class ShardSource:
                 yield sample
             if errors:
                 reason = "empty_shard" if n == 0 and "empty file" in str(errors[0]) else "truncated_tar"
+                if isinstance(errors[0], FileNotFoundError):
+                    reason = "missing_shard"
                 yield BadSample(reason, f"shard {url}: {errors[0]}")
             elif n == 0:
                 yield BadSample("empty_shard", f"shard {url} holds no samples")
             elif n < expected.get(url, 0):
                 yield BadSample("truncated_tar", f"shard {url}: {n} samples read, its manifest lists {expected[url]}")
 
-    def records(self, rank: int, world: int, seed: int, endless: bool) -> Iterator[Record | BadSample]:
+    def records(self, rank: int, world: int, seed: int, endless: bool) -> Iterator[Record | BadSample | PassEnd]:
         """Decoded samples for reader ``rank`` of ``world``, shuffled; bad ones as :class:`BadSample`.
 
         Args:
             rank: Global reader index (``node_rank * num_workers + worker``).
             world: Number of readers.
             seed: Mixture seed.
-            endless: Cycle through passes (training) or read one pass (validation).
+            endless: Cycle through passes (training) or read one pass (validation). Endless streams mark the
+                end of each pass with a :class:`PassEnd`.
         """
+        urls = expand_urls(self.urls)
+        possible = tuple(urls) if self.shuffle_shards or self.resampled else tuple(urls[rank::world])
         for pass_, shards in self._shards(rank, world, seed, endless):
             rng = random.Random(f"vlmkit.samples:{seed}:{self.name}:{rank}:{pass_}")
             for raw in shuffled(self._raw(shards), self.shuffle_buffer, rng):
@@ -252,6 +264,8 @@ class ShardSource:
                     yield raw
                     continue
                 try:
-                    yield decode_sample(raw, self.format, self.max_aspect_ratio)
+                    yield decode_sample(raw, self.format, self.max_aspect_ratio, self.max_image_pixels)
                 except BadSample as bad:
                     yield bad
+            if endless or self.resampled:
+                yield PassEnd(tuple(shards), possible)

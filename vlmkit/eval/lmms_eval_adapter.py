@@ -119,11 +119,13 @@ class VlmkitLMMSAdapter:
         raise NotImplementedError("vlmkit's lmms-eval adapter does not support multi-round generation")
 
 
-def lmms_eval_model(vlm: VisionLanguageModel | str, **kwargs: Any):
+def lmms_eval_model(vlm: VisionLanguageModel | str, trust_checkpoint: bool = False, **kwargs: Any):
     """An lmms-eval model (a subclass of ``lmms_eval.api.model.lmms``) over ``vlm``.
 
     Args:
-        vlm: A ``VisionLanguageModel``, or the path of a ``VLMModule`` checkpoint trained with ``vlmkit fit``.
+        vlm: A ``VisionLanguageModel``, or the path of a ``VLMModule`` checkpoint trained with ``vlmkit fit``
+            (read with ``weights_only=True``; the model is rebuilt from the recipe saved in it).
+        trust_checkpoint: Unpickle the checkpoint in full (runs any code it holds), with a warning.
         **kwargs: Options of :class:`VlmkitLMMSAdapter`.
 
     Example:
@@ -132,14 +134,24 @@ def lmms_eval_model(vlm: VisionLanguageModel | str, **kwargs: Any):
 
     Raises:
         ImportError: If lmms-eval is not installed.
+        CheckpointError: If the checkpoint is missing, empty, truncated or needs full unpickling (without
+            ``trust_checkpoint``); the message names the file.
     """
     try:
         from lmms_eval.api.model import lmms
     except ImportError as err:
         raise ImportError("the lmms-eval adapter needs lmms-eval: `pip install lmms-eval`") from err
     if isinstance(vlm, str):
-        from vlmkit.training.module import VLMModule
-
-        vlm = VLMModule.load_from_checkpoint(vlm, map_location="cpu", weights_only=False).vlm
+        vlm = _load_vlm(vlm, trust_checkpoint)
     model_class = type("VlmkitLMM", (VlmkitLMMSAdapter, lmms), {})
     return model_class(vlm, **kwargs)
+
+
+def _load_vlm(path: str, trust: bool) -> VisionLanguageModel:
+    """The model of a ``VLMModule`` checkpoint, rebuilt from its saved recipe; the file is read without running code."""
+    from vlmkit.training.module import VLMModule
+    from vlmkit.training.safe_loading import allow_optimizer_classes, load_checkpoint
+
+    load_checkpoint(path, trust=trust, opt_in="call lmms_eval_model(..., trust_checkpoint=True)", mmap=True)
+    with allow_optimizer_classes(path):  # checked above: loads with weights_only
+        return VLMModule.load_from_checkpoint(path, map_location="cpu", weights_only=not trust).vlm

@@ -87,7 +87,10 @@ class PromptDataset(Dataset):
         sample = self.samples[index]
         shots = select_shots(self.support, self.task.num_shots, self.task.shot_seed, sample)
         images, turns = build_prompt(sample, shots, self.task.prompt, chat=self.task.chat)
-        item = self.processor(images, turns, add_generation_prompt=self.task.chat, split_images=self.split_images)
+        try:
+            item = self.processor(images, turns, add_generation_prompt=self.task.chat, split_images=self.split_images)
+        except ValueError as err:  # an image that does not decode: the score would be wrong without this sample
+            raise ValueError(f"task {self.task.name!r} sample {sample.id!r}: {err}") from err
         item.update(
             references=sample.answers,
             choices=sample.choices,

@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_image_size", type=int, default=980, help="processor longest_edge (default 980)")
     parser.add_argument("--min_image_size", type=int, default=378, help="processor shortest_edge (default 378)")
     parser.add_argument("--image_splitting", action="store_true", help="processor do_image_splitting=True")
+    parser.add_argument(
+        "--trust_checkpoint",
+        action="store_true",
+        help="unpickle the checkpoint in full (weights_only=False): runs any code it holds; only for files you trust",
+    )
     return parser
 
 
@@ -38,15 +43,21 @@ def main(args: list[str] | None = None) -> Path:
 
     Raises:
         ValueError: If the model does not have Idefics2's shape (the part named) or the checkpoint does not fit it.
+        CheckpointError: If the checkpoint is missing, empty, truncated or needs full unpickling (without
+            ``--trust_checkpoint``); the message names the file.
     """
     from vlmkit.cli import build_cli
     from vlmkit.training.checkpoints import load_model_weights
+    from vlmkit.training.safe_loading import existing_checkpoint
 
     options, recipe_args = build_parser().parse_known_args(args)
+    if options.ckpt_path is not None:
+        existing_checkpoint(options.ckpt_path)  # fail before building the model
     cli = build_cli([*recipe_args, "--trainer.logger", "false"], run=False)
     vlm = cli.model.vlm
     if options.ckpt_path is not None:
-        load_model_weights(vlm, options.ckpt_path)
+        opt_in = "pass --trust_checkpoint to `vlmkit export-idefics2`"
+        load_model_weights(vlm, options.ckpt_path, trust=options.trust_checkpoint, opt_in=opt_in)
     settings = Idefics2ProcessorSettings(
         max_image_size=options.max_image_size,
         min_image_size=options.min_image_size,

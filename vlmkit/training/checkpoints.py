@@ -17,6 +17,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from vlmkit.errors import CheckpointError
+from vlmkit.training.safe_loading import load_checkpoint
+
 OMITTED_KEY = "vlmkit_omitted_frozen_keys"
 """Checkpoint entry listing the frozen state-dict keys left out by ``drop_frozen``."""
 
@@ -27,36 +30,37 @@ def _preview(keys: Iterable[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def read_model_state_dict(path: str | Path, prefix: str = "vlm.") -> dict[str, torch.Tensor]:
+def read_model_state_dict(
+    path: str | Path, prefix: str = "vlm.", trust: bool = False, opt_in: str = "pass trust=True"
+) -> dict[str, torch.Tensor]:
     """The model weights of a Lightning checkpoint, keyed as in ``VisionLanguageModel.state_dict()``.
+
+    Read without running code from the file (see :mod:`vlmkit.training.safe_loading`).
 
     Args:
         path: A Lightning ``.ckpt`` file, a consolidated file, or a sharded (distributed checkpoint)
             folder written by ``ModelParallelStrategy``.
         prefix: Prefix of the model's keys inside the checkpoint's ``state_dict`` (``VLMModule.vlm``).
+        trust: Unpickle the file in full (runs any code it holds), with a warning.
+        opt_in: How the caller's user passes ``trust``, for the error message.
 
     Returns:
         ``{key: tensor}`` with ``prefix`` removed.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the checkpoint holds no ``state_dict`` or keys outside ``prefix``.
+        CheckpointNotFoundError: If ``path`` does not exist.
+        UnsafeCheckpointError: If the file needs full unpickling and ``trust`` is off.
+        CheckpointError: If the file is empty or truncated, holds no ``state_dict``, or keys outside ``prefix``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"init_from checkpoint not found: {path}")
-    if path.is_dir():
-        from lightning.fabric.utilities.load import _load_distributed_checkpoint
-
-        checkpoint = _load_distributed_checkpoint(path)
-    else:  # Lightning checkpoints hold the CLI config (not only tensors): the user's own file
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    checkpoint = load_checkpoint(
+        path, trust=trust, opt_in=opt_in, what="init_from checkpoint", mmap=True, keys={"state_dict"}
+    )
+    state = checkpoint.get("state_dict")
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no 'state_dict': not a Lightning checkpoint of a VLMModule")
+        raise CheckpointError(f"{path} holds no 'state_dict': not a Lightning checkpoint of a VLMModule")
     foreign = [key for key in state if not key.startswith(prefix)]
     if foreign:
-        raise ValueError(f"{path}: keys outside '{prefix}' (not a VLMModule checkpoint?): {_preview(foreign)}")
+        raise CheckpointError(f"{path}: keys outside '{prefix}' (not a VLMModule checkpoint?): {_preview(foreign)}")
     return {key[len(prefix) :]: value for key, value in state.items()}
 
 
@@ -69,21 +73,25 @@ def _target_key(key: str, model_keys: set[str]) -> str | None:
     return wrapped if wrapped in model_keys else None
 
 
-def load_model_weights(model: nn.Module, path: str | Path) -> list[str]:
+def load_model_weights(
+    model: nn.Module, path: str | Path, trust: bool = False, opt_in: str = "pass trust=True"
+) -> list[str]:
     """Load the model weights of a Lightning checkpoint into ``model`` (no optimizer, scheduler or step).
 
     Args:
         model: The ``VisionLanguageModel`` to initialise (before sharding).
         path: See :func:`read_model_state_dict`.
+        trust: Unpickle the file in full (runs any code it holds), with a warning.
+        opt_in: How the caller's user passes ``trust``, for the error message.
 
     Returns:
         The model keys the checkpoint did not hold (left as built, e.g. new LoRA weights, or
         frozen weights of a trainable-only checkpoint that the model loaded from its own config).
 
     Raises:
-        ValueError: Naming the keys of the checkpoint that match no model key or have another shape.
+        CheckpointError: Naming the keys of the checkpoint that match no model key or have another shape.
     """
-    state = read_model_state_dict(path)
+    state = read_model_state_dict(path, trust=trust, opt_in=opt_in)
     own = model.state_dict()
     mapped: dict[str, torch.Tensor] = {}
     unmatched, wrong_shape = [], []
@@ -96,11 +104,11 @@ def load_model_weights(model: nn.Module, path: str | Path) -> list[str]:
         else:
             mapped[target] = value
     if unmatched:
-        raise ValueError(
-            f"init_from={path}: {len(unmatched)} checkpoint keys match no model key: " + _preview(unmatched)
+        raise CheckpointError(
+            f"checkpoint {path}: {len(unmatched)} checkpoint keys match no model key: " + _preview(unmatched)
         )
     if wrong_shape:
-        raise ValueError(f"init_from={path}: shapes differ: {_preview(wrong_shape, 4)}")
+        raise CheckpointError(f"checkpoint {path}: shapes differ from the model: {_preview(wrong_shape, 4)}")
     model.load_state_dict(mapped, strict=False)
     missing = sorted(set(own) - set(mapped))
     refreshed = _refresh_dora_magnitudes(model, set(mapped))
@@ -165,7 +173,7 @@ def restore_frozen(checkpoint: dict, module: nn.Module) -> None:
     frozen in ``module``; then loading stays strict for everything else.
 
     Raises:
-        ValueError: If a missing key was not recorded as omitted, a recorded key is trainable now,
+        CheckpointError: If a missing key was not recorded as omitted, a recorded key is trainable now,
             or the recorded keys do not exist in the module.
     """
     omitted = checkpoint.get(OMITTED_KEY)
@@ -175,13 +183,13 @@ def restore_frozen(checkpoint: dict, module: nn.Module) -> None:
     missing = set(own) - set(checkpoint["state_dict"])
     recorded = set(omitted)
     if missing != recorded:
-        raise ValueError(
+        raise CheckpointError(
             "trainable-only checkpoint does not match the model: missing but not recorded as frozen: "
             f"[{_preview(missing - recorded)}]; recorded as omitted but not missing: [{_preview(recorded - missing)}]"
         )
     trainable_now = recorded - frozen_state_keys(module)
     if trainable_now:
-        raise ValueError(
+        raise CheckpointError(
             "the checkpoint left out weights that were frozen when it was saved but train now "
             f"(they would restart from their initial values): {_preview(trainable_now)}"
         )

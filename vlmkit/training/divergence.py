@@ -23,6 +23,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
+from vlmkit.training.safe_loading import guarded_load, verify_sharded
+
 
 class DivergenceError(RuntimeError):
     """The training loss diverged (non-finite or a spike) and the guard stopped the run."""
@@ -40,6 +42,9 @@ class DivergenceGuard(Callback):
         checkpoint_path: Checkpoint to roll back to; default: the ``ModelCheckpoint``'s latest
             (``last_model_path``, else ``best_model_path``).
         max_rollbacks: Rollbacks allowed before the guard stops the run.
+        trust_checkpoint: Unpickle the rollback checkpoint in full (``weights_only=False``), with a warning; by
+            default it is read with ``weights_only=True`` and a file that needs more is refused (unpickling runs
+            any code the file holds).
 
     Example (YAML, under ``trainer.callbacks``)::
 
@@ -54,6 +59,7 @@ class DivergenceGuard(Callback):
         action: Literal["stop", "rollback"] = "stop",
         checkpoint_path: str | None = None,
         max_rollbacks: int = 3,
+        trust_checkpoint: bool = False,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -64,6 +70,7 @@ class DivergenceGuard(Callback):
         self.action = action
         self.checkpoint_path = checkpoint_path
         self.max_rollbacks = max_rollbacks
+        self.trust_checkpoint = trust_checkpoint
         self.rollbacks = 0
         self.events: list[str] = []
         self._recent: deque[float] = deque(maxlen=window)
@@ -136,7 +143,14 @@ class DivergenceGuard(Callback):
             path = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
         if not path or not Path(path).exists():
             raise DivergenceError(f"DivergenceGuard: {reason}; no checkpoint to roll back to (got {path!r})")
-        checkpoint = trainer.strategy.load_checkpoint(path, weights_only=False)  # this run's own checkpoint
+
+        def read(weights_only: bool) -> dict[str, Any]:
+            if weights_only and Path(path).is_dir():  # FSDP2 reads the folder in place with torch's pickle reader
+                verify_sharded(Path(path))
+            return trainer.strategy.load_checkpoint(path, weights_only=weights_only)
+
+        opt_in = "set trust_checkpoint: true on the DivergenceGuard"
+        checkpoint = guarded_load(path, read, trust=self.trust_checkpoint, opt_in=opt_in, what="rollback checkpoint")
         pl_module.on_load_checkpoint(checkpoint)
         trainer.strategy.load_model_state_dict(checkpoint, strict=pl_module.strict_loading)
         trainer.strategy.load_optimizer_state_dict(checkpoint)

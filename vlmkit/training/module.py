@@ -89,10 +89,13 @@ class VLMModule(L.LightningModule):
         max_new_tokens: Generation length in ``predict``.
         init_from: A Lightning checkpoint (file or sharded folder) whose model weights, and only
             those, are loaded before training (stage 2 from stage 1); ``--ckpt_path`` resumes instead.
+            Read with ``weights_only=True``: a file that needs full unpickling is refused.
         save_trainable_only: Leave frozen parameters out of checkpoints (they come back from the
             model's own config on load, after a check that exactly those keys are missing).
         sharding: FSDP2 settings applied in ``configure_model`` under ``ModelParallelStrategy``
             (default ``FullyShard()``: full shard, stored dtype); ignored by other strategies.
+        trust_init_from: Unpickle ``init_from`` in full (``weights_only=False``), with a warning. Unpickling runs
+            any code the file holds: only for checkpoints you made or trust.
     """
 
     def __init__(
@@ -105,11 +108,14 @@ class VLMModule(L.LightningModule):
         init_from: str | None = None,
         save_trainable_only: bool = False,
         sharding: FullyShard | None = None,
+        trust_init_from: bool = False,
     ) -> None:
         super().__init__()
         # Under LightningCLI the hparams are the YAML config, which rebuilds `vlm` in `load_from_checkpoint`;
-        # built in Python, the module itself is not duplicated into the checkpoint's hparams.
-        self.save_hyperparameters(ignore=None if _built_from_config() else ["vlm", "sharding"])
+        # built in Python, the module itself is not duplicated into the checkpoint's hparams, nor are the optimizer
+        # and scheduler callables (classes or functions would make the checkpoint need full unpickling).
+        python_only = ["vlm", "sharding", "optimizer", "scheduler"]
+        self.save_hyperparameters(ignore=None if _built_from_config() else python_only)
         unknown = set(learning_rates or {}) - set(PARTS)
         if unknown:
             raise ValueError(f"learning_rates has unknown parts {sorted(unknown)}; expected keys among {list(PARTS)}")
@@ -121,6 +127,7 @@ class VLMModule(L.LightningModule):
         self.init_from = init_from
         self.save_trainable_only = save_trainable_only
         self.sharding = sharding
+        self.trust_init_from = trust_init_from
         self._initialized_from: str | None = None
         self._checked_gradients = False
         self._last_step_time: float | None = None
@@ -149,7 +156,8 @@ class VLMModule(L.LightningModule):
         ``precision: bf16-mixed`` or ``FullyShard(param_dtype="bfloat16")``.
         """
         if self.init_from is not None and self._initialized_from != self.init_from:
-            load_model_weights(self.vlm, self.init_from)
+            opt_in = "pass --model.trust_init_from true (VLMModule(trust_init_from=True))"
+            load_model_weights(self.vlm, self.init_from, trust=self.trust_init_from, opt_in=opt_in)
             self._initialized_from = self.init_from
         note = half_precision_note(getattr(self._trainer, "precision", None))
         if note:
