@@ -78,7 +78,7 @@ def main() -> None:
     for impl, packing in configs:
         torch.manual_seed(0)
         encoders[impl, packing] = TransformersVisionEncoder(
-            config=VISION, attn_implementation=impl, packing=packing
+            config=VISION, attn_implementation=impl, patch_packing=packing
         ).train()
 
     times = {config: [] for config in configs}

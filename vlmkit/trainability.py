@@ -53,16 +53,36 @@ def apply_trainability(
         add_trainable_rows(module, trainable_tokens)
 
 
-def apply_activation_checkpointing(model: nn.Module, block_classes: tuple[type[nn.Module], ...]) -> None:
+def apply_activation_checkpointing(model: nn.Module, block_classes: tuple[type[nn.Module], ...]) -> int:
     """Wrap every instance of ``block_classes`` so its activations are recomputed in backward (non-reentrant).
 
+    vlmkit's one activation-checkpointing switch: ``VisionLanguageModel(gradient_checkpointing=True)`` and
+    ``FullyShard(activation_checkpointing=True)`` both come here. A block already wrapped is left as it is, so no
+    block is ever checkpointed twice (nested, the two recomputations run its forward three times per step).
     State-dict keys are unchanged (torch's checkpoint wrapper strips its prefix).
+
+    Returns:
+        How many blocks were wrapped by this call.
     """
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-        apply_activation_checkpointing as wrap_blocks,
+        CheckpointWrapper,
+        checkpoint_wrapper,
     )
 
-    wrap_blocks(model, check_fn=lambda m: isinstance(m, block_classes))
+    wrapped = {id(m._checkpoint_wrapped_module) for m in model.modules() if isinstance(m, CheckpointWrapper)}
+    count = 0
+    for name, module in list(model.named_modules()):
+        if name and isinstance(module, block_classes) and id(module) not in wrapped:
+            model.set_submodule(name, checkpoint_wrapper(module))
+            count += 1
+    return count
+
+
+def is_checkpointed(model: nn.Module) -> bool:
+    """Whether a block of ``model`` already recomputes its activations (:func:`apply_activation_checkpointing`)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+
+    return any(isinstance(m, CheckpointWrapper) for m in model.modules())
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -104,7 +104,7 @@ def test_cross_attention_fusion_refuses_packed_rows():
 
     model = vlm(fusion=CrossAttentionFusion(every_n_layers=1, num_heads=4))
     ids = torch.tensor([[1, 2, 3, 4]])
-    with pytest.raises(ValueError, match="FullyAutoregressiveFusion"):
+    with pytest.raises(ValueError, match="CrossAttentionFusion declares supports_packing=False"):
         model(
             ids,
             torch.ones_like(ids),

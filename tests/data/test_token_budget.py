@@ -4,7 +4,7 @@ from vlmkit.data.token_budget import main, token_budget
 def test_idefics2_budget_64_and_320_tokens():
     budget = token_budget(384, 384, 14, lambda p: 64, 980, 378)
     assert budget.processed_size == (378, 378) and budget.encoder_patches == 729 and budget.visual_tokens == 64
-    split = token_budget(384, 384, 14, lambda p: 64, 980, 378, split=True)
+    split = token_budget(384, 384, 14, lambda p: 64, 980, 378, split_images=True)
     assert split.views == 5 and split.encoder_patches == 5 * 729 and split.visual_tokens == 320
 
 
@@ -21,9 +21,11 @@ def test_model_budget_matches_its_processor(tiny_vlm):
     from vlmkit.text import Turn
 
     processor = VLMProcessor.from_model(tiny_vlm, max_image_size=40, min_image_size=16)
-    for split in (False, True):
-        item = processor([Image.new("RGB", (37, 21))], [Turn("user", [{"type": "image"}, "Q?"])], split_images=split)
-        budget = tiny_vlm.token_budget(21, 37, max_image_size=40, min_image_size=16, split=split)
+    for split_images in (False, True):
+        item = processor(
+            [Image.new("RGB", (37, 21))], [Turn("user", [{"type": "image"}, "Q?"])], split_images=split_images
+        )
+        budget = tiny_vlm.token_budget(21, 37, max_image_size=40, min_image_size=16, split_images=split_images)
         assert int((item["input_ids"] == tiny_vlm.image_token_id).sum()) == budget.visual_tokens
         assert len(item["pixel_values"]) == budget.views
         assert sum(p.shape[1] * p.shape[2] // 64 for p in item["pixel_values"]) == budget.encoder_patches
@@ -34,3 +36,12 @@ def test_cli_prints_a_table(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[2].startswith("| 384x384 | 378x378 | 729 | 64 | 3,645 | 320 |")
     assert len(out) == 4
+
+
+def test_the_old_argument_name_still_works_with_a_warning(tiny_vlm):
+    import pytest
+
+    with pytest.warns(FutureWarning, match=r"token_budget\(split=...\) is now token_budget\(split_images=...\)"):
+        assert token_budget(384, 384, 14, lambda p: 64, 980, 378, split=True).views == 5
+    with pytest.warns(FutureWarning, match="split_images"):
+        assert tiny_vlm.token_budget(21, 37, 40, 16, split=True).views == 5

@@ -16,7 +16,7 @@ def test_packed_images_flash_attention_matches_sdpa():
     for attn in ("sdpa", "flash_attention_2"):
         torch.manual_seed(0)
         encoders[attn] = TransformersVisionEncoder(
-            config=TINY_SIGLIP, torch_dtype="bfloat16", attn_implementation=attn, packing=True
+            config=TINY_SIGLIP, torch_dtype="bfloat16", attn_implementation=attn, patch_packing=True
         ).cuda()
     assert encoders["flash_attention_2"].backbone.config._attn_implementation == "flash_attention_2"
     pixels = torch.randn(3, 3, 32, 40, device="cuda", dtype=torch.bfloat16)

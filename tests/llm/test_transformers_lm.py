@@ -203,7 +203,10 @@ def test_packing_refuses_an_attention_that_takes_neither_mask_nor_lengths(monkey
     monkeypatch.setitem(AttentionMaskInterface._global_mapping, name, flash_attention_mask)
     vlm = family_vlm("llama").eval()
     use_attention(vlm.language_model, name)
-    with pytest.raises(ValueError, match="LlamaForCausalLM runs attn_implementation='vlmkit_test_padding_only'"):
+    with pytest.raises(
+        ValueError,
+        match="LlamaForCausalLM cannot run packed rows: it runs attn_implementation='vlmkit_test_padding_only'",
+    ):
         packed_and_alone(vlm, conversations(vlm))
 
 

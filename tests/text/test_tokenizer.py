@@ -1,5 +1,5 @@
-from vlmkit.data.synthetic import vocabulary_corpus
 from vlmkit.text import END_OF_UTTERANCE_TOKEN, FAKE_IMAGE_TOKEN, IMAGE_TOKEN, add_vlm_special_tokens, load_tokenizer
+from vlmkit.text.synthetic_vocabulary import vocabulary_corpus
 
 
 def test_synthetic_tokenizer_is_deterministic(tokenizer):

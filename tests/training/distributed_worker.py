@@ -336,7 +336,7 @@ def main_gpu(out: Path) -> None:
     run("gpu_ddp", out, DDPStrategy(), precision="bf16-mixed", **gpu)
     sharding = FullyShard(param_dtype="bfloat16", reduce_dtype="float32", activation_checkpointing=True)
     run("gpu_fsdp2", out, ModelParallelStrategy(data_parallel_size=n, tensor_parallel_size=1), sharding=sharding, **gpu)
-    vlm = build_tiny_vlm(train_vision_encoder="frozen", train_language_model="full")
+    vlm = build_tiny_vlm(train_vision_encoder="frozen", train_language_model="full", gradient_checkpointing=True)
     fsdp1 = FSDPStrategy(**fsdp1_policies(vlm.block_classes()), use_orig_params=True)
     run("gpu_fsdp1", out, fsdp1, precision="bf16-mixed", vlm=vlm, **gpu)
 

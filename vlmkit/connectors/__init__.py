@@ -1,7 +1,7 @@
 """Connectors: patch features ``[n, p, in_dim]`` to visual tokens ``[n, v, out_dim]``.
 
 One file per connector; each is a plain ``nn.Module`` built as ``factory(in_dim, out_dim)`` and
-satisfying :class:`vlmkit.interfaces.Connector` plus ``output_mask``.
+satisfying :class:`vlmkit.interfaces.Connector`.
 """
 
 from vlmkit.connectors.linear import LinearProjection

@@ -81,6 +81,11 @@ class LinearProjection(nn.Module):
         tokens = self.feature_proj(tokens.transpose(1, 2))  # [n, v, out_dim]
         return tokens + self.bias  # [n, v, out_dim]
 
+    @property
+    def block_class(self) -> type[nn.Module] | None:
+        """No repeated block (the whole connector is one small unit)."""
+        return None
+
     def num_visual_tokens(self, num_patches: int) -> int:
         """Return ``num_tokens`` for any image that fits.
 

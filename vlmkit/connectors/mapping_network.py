@@ -103,6 +103,11 @@ class MappingNetwork(nn.Module):
         hidden = self.encoder(hidden, src_key_padding_mask=padding)  # [n, p + t, h]
         return self.output_proj(hidden[:, p:])  # [n, t, out_dim]
 
+    @property
+    def block_class(self) -> type[nn.Module] | None:
+        """No repeated block (the whole connector is one small unit)."""
+        return None
+
     def num_visual_tokens(self, num_patches: int) -> int:
         """Return ``num_tokens``, whatever the number of patches."""
         return self.num_tokens

@@ -78,6 +78,11 @@ class MLPProjection(nn.Module):
             return self.down_proj(self.act_fn(self.gate_proj(features)) * self.up_proj(features))  # [n, p, out_dim]
         return self.fc2(self.act_fn(self.fc1(features)))  # [n, p, out_dim]
 
+    @property
+    def block_class(self) -> type[nn.Module] | None:
+        """No repeated block (the whole connector is one small unit)."""
+        return None
+
     def num_visual_tokens(self, num_patches: int) -> int:
         """One visual token per patch."""
         return num_patches

@@ -20,6 +20,9 @@ from PIL import Image
 
 from vlmkit.data.formats import BadSample
 from vlmkit.data.image_decode import EncodedImage, decode_image, exif_orientation, image_size, orient, rgb
+from vlmkit.vision.sizing import target_size
+
+__all__ = ["ImageInput", "ImageProcessor", "load_image", "split_image", "target_size", "to_rgb"]
 
 ImageInput = Image.Image | EncodedImage | str | PathLike
 """A PIL image, an :class:`~vlmkit.data.image_decode.EncodedImage`, or the path of an image file."""
@@ -72,26 +75,6 @@ def _encoded(image: ImageInput) -> Image.Image | EncodedImage:
         return EncodedImage.open(data, str(image))
     except BadSample as bad:
         raise ValueError(f"cannot read image {image}: {bad.detail}") from bad
-
-
-def target_size(height: int, width: int, patch_size: int, max_image_size: int, min_image_size: int) -> tuple[int, int]:
-    """Resized ``(height, width)``: aspect ratio kept, sides multiples of ``patch_size``.
-
-    The longest side never exceeds ``max_image_size``; the shortest is scaled up to
-    ``min_image_size`` unless that would break the maximum (extreme aspect ratios).
-    """
-    longest, shortest = max(height, width), min(height, width)
-    scale = 1.0
-    if longest * scale > max_image_size:
-        scale = max_image_size / longest
-    if shortest * scale < min_image_size:
-        scale = min(min_image_size / shortest, max_image_size / longest)
-    cap = max(patch_size, max_image_size // patch_size * patch_size)
-
-    def snap(side: float) -> int:
-        return int(min(cap, max(patch_size, round(side / patch_size) * patch_size)))
-
-    return snap(height * scale), snap(width * scale)
 
 
 class ImageProcessor:

@@ -1,8 +1,9 @@
 """Sequence packing: several rendered samples in one row, attention isolated between them.
 
 A packed row carries ``position_ids`` restarting at 0 for every sample and ``segment_ids`` (the
-sample's index in the row). The LM keeps samples apart with :func:`block_diagonal_causal_mask` (eager,
-sdpa, flex attention) or, under flash attention, with the varlen lengths of :func:`flash_varlen_kwargs`,
+sample's index in the row). The LM keeps samples apart with :func:`~vlmkit.attention.block_diagonal_causal_mask`
+(eager, sdpa, flex attention) or, under flash attention, with the varlen lengths of
+:func:`~vlmkit.attention.flash_varlen_kwargs`,
 so a token sees only earlier tokens of its own sample: the logits of a packed sample equal those of
 the sample alone (fully autoregressive fusion; images stay in text order, so placeholders are filled
 exactly as unpacked). The first token of every sample is never a target.
@@ -15,8 +16,11 @@ from typing import Any
 
 import torch
 
+from vlmkit.attention import block_diagonal_causal_mask, flash_varlen_kwargs
 from vlmkit.data.collate import VLMCollator
 from vlmkit.text.template import IGNORE_INDEX
+
+__all__ = ["PackedCollator", "block_diagonal_causal_mask", "flash_varlen_kwargs", "merge", "pack"]
 
 _PASSED = ("input_ids", "labels", "pixel_values")
 
@@ -93,48 +97,3 @@ class PackedCollator:
                 batch["position_ids"][i, :n] = sample["position_ids"]
                 batch["segment_ids"][i, :n] = sample["segment_ids"]
         return batch
-
-
-def block_diagonal_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive attention mask ``[b, 1, s, s]``: 0 where query and key share a segment and key <= query.
-
-    Works with transformers' ``eager`` and ``sdpa`` attention (a 4-D mask is used as given).
-
-    Args:
-        segment_ids: ``[b, s]`` sample index of every token (padding: its own segment, e.g. ``-1``).
-        dtype: The LM's compute dtype.
-    """
-    s = segment_ids.shape[1]
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [b, s, s]
-    causal = torch.ones(s, s, dtype=torch.bool, device=segment_ids.device).tril()
-    mask = torch.zeros(same.shape, dtype=dtype, device=segment_ids.device)
-    return mask.masked_fill(~(same & causal), torch.finfo(dtype).min).unsqueeze(1)
-
-
-def flash_varlen_kwargs(segment_ids: torch.Tensor) -> dict[str, torch.Tensor | int]:
-    """Flash-attention varlen arguments for packed rows flattened to one sequence ``[1, b * s]``.
-
-    Every run of equal ``segment_ids`` within a row is one sequence (padding, ``-1``, is its own), and every row
-    starts a new one. transformers' flash path then calls the varlen kernel with these lengths instead of
-    reading an attention mask (a 4-D mask would be taken for a 2-D padding mask).
-
-    Args:
-        segment_ids: ``[b, s]`` sample index of every token.
-
-    Returns:
-        ``cu_seq_lens_q``/``cu_seq_lens_k`` (``[k + 1]`` int32 cumulative lengths of the ``k`` sequences) and
-        ``max_length_q``/``max_length_k`` (the longest sequence, a Python int).
-    """
-    b, s = segment_ids.shape
-    starts = torch.ones(b, s, dtype=torch.bool, device=segment_ids.device)
-    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]  # [b, s]; column 0: every row starts a sequence
-    begin = starts.flatten().nonzero().flatten()  # [k]
-    total = torch.tensor([b * s], device=segment_ids.device)
-    cu_seq_lens = torch.cat([begin, total]).to(torch.int32)  # [k + 1]
-    max_length = int(cu_seq_lens.diff().max())
-    return {
-        "cu_seq_lens_q": cu_seq_lens,
-        "cu_seq_lens_k": cu_seq_lens,
-        "max_length_q": max_length,
-        "max_length_k": max_length,
-    }

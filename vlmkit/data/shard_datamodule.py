@@ -101,7 +101,8 @@ class MixtureDataModule(L.LightningDataModule):
             readers and a resumed data stream depend on it; GPU recipes set 4-8 per process.
         seed: Mixture seed (source draws, shard order, shuffle buffers, augmentation).
         pack_length: Pack training samples into rows of this many tokens (``>=`` every source's
-            ``max_length``); ``None`` keeps one sample per row. Needs fully autoregressive fusion.
+            ``max_length``); ``None`` keeps one sample per row. Needs a model that supports packed rows
+            (``VisionLanguageModel.supports_packing``: fully autoregressive fusion, an LM that restarts positions).
         truncation: Too-long samples: ``drop_images`` (cut before the first image that does not fit)
             or ``drop_sample``.
         upscale_probability: Chance that a training image is randomly scaled up first.
@@ -164,13 +165,16 @@ class MixtureDataModule(L.LightningDataModule):
         self._batches = 0
 
     def connect(self, model: VisionLanguageModel) -> None:
-        """Take tokenizer, placeholder counts and image normalisation from ``model``."""
-        from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
+        """Take tokenizer, placeholder counts and image normalisation from ``model``.
 
-        if self.pack_length is not None and not isinstance(model.fusion, FullyAutoregressiveFusion):
-            raise ValueError(
-                f"pack_length needs FullyAutoregressiveFusion, the model uses {type(model.fusion).__name__}"
-            )
+        Raises:
+            ValueError: With ``pack_length``, for a model whose parts do not support packed rows (named).
+        """
+        if self.pack_length is not None:
+            try:
+                model.check_packing()
+            except ValueError as err:
+                raise ValueError(f"pack_length={self.pack_length}: {err}") from err
         self.model = model
 
     def setup(self, stage: str | None = None) -> None:

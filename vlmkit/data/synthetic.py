@@ -18,39 +18,32 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import Dataset
 
-TASKS = ("color", "shape", "count", "position", "reading", "caption")
-SHAPES = ("circle", "square", "triangle")
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 50),
-    "blue": (30, 70, 220),
-    "yellow": (235, 200, 20),
-    "purple": (140, 50, 180),
-    "orange": (245, 130, 20),
-}
-WORDS = (
-    "cat", "dog", "sun", "tree", "book", "fish", "bird", "car", "hat", "cup",
-    "milk", "door", "star", "moon", "cake", "ball", "bus", "key", "pen", "box",
-    "lamp", "ship", "rain", "frog", "shoe", "bed", "apple", "house", "chair", "bread",
-)  # fmt: skip
-MAX_SHAPES = 3
-MIN_ALLOWED_SIZE = 16
+from vlmkit.text.synthetic_vocabulary import (
+    ANSWERS,
+    COLORS,
+    MAX_SHAPES,
+    QUESTIONS,
+    SHAPES,
+    TASKS,
+    WORDS,
+    describe,
+    vocabulary_corpus,
+)
 
-_QUESTIONS = {
-    "color": "What color is the {shape}?",
-    "shape": "Which shape is {color}?",
-    "count": "How many shapes are there?",
-    "position": "Is the {color} {shape} on the left or the right?",
-    "reading": "What word is written in the image?",
-    "caption": "Describe the image.",
-}
-_ANSWERS = {
-    "color": tuple(COLORS),
-    "shape": SHAPES,
-    "count": tuple(str(n) for n in range(1, MAX_SHAPES + 1)),
-    "position": ("left", "right"),
-    "reading": WORDS,
-}
+__all__ = [
+    "COLORS",
+    "MAX_SHAPES",
+    "SHAPES",
+    "TASKS",
+    "WORDS",
+    "SyntheticSample",
+    "SyntheticVQADataset",
+    "answer_space",
+    "make_sample",
+    "vocabulary_corpus",
+]
+
+MIN_ALLOWED_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -160,14 +153,9 @@ def _draw_shapes(width: int, height: int, shapes: list[_Shape], background: tupl
     return image
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def _caption(shapes: list[_Shape]) -> str:
     """List shapes left to right, e.g. ``"a red circle, a blue square and an orange triangle."``."""
-    parts = [f"{_article(s.color)} {s.color} {s.kind}" for s in sorted(shapes, key=lambda s: (s.center, s.box))]
-    return (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]) + "."
+    return describe([(s.color, s.kind) for s in sorted(shapes, key=lambda s: (s.center, s.box))])
 
 
 def _shapes_sample(
@@ -180,7 +168,7 @@ def _shapes_sample(
         n = rng.randint(1, max_shapes)
         kinds = [rng.choice(SHAPES) for _ in range(n)]
         colors = [rng.choice(tuple(COLORS)) for _ in range(n)]
-        side = rng.choice(_ANSWERS["position"]) if task == "position" else None
+        side = rng.choice(ANSWERS["position"]) if task == "position" else None
         shapes = _random_layout(rng, width, height, kinds, colors, side)
         if task == "color":
             pool = [s for s in shapes if kinds.count(s.kind) == 1]
@@ -193,7 +181,7 @@ def _shapes_sample(
         if pool:
             break
     target = rng.choice(pool)
-    question = _QUESTIONS[task].format(color=target.color, shape=target.kind)
+    question = QUESTIONS[task].format(color=target.color, shape=target.kind)
     caption = _caption(shapes)
     answer = {"color": target.color, "shape": target.kind, "count": str(len(shapes)), "caption": caption}.get(
         task, side
@@ -228,7 +216,7 @@ def _reading_sample(rng: random.Random, max_size: int) -> SyntheticSample:
     image = Image.new("RGB", (width, height), _light_background(rng))
     y = (height - (bottom - top)) // 2 - top
     ImageDraw.Draw(image).text((margin_x - left, y), word, fill=ink, font=font)
-    return SyntheticSample(image, _QUESTIONS["reading"], word, f'the word "{word}".', "reading")
+    return SyntheticSample(image, QUESTIONS["reading"], word, f'the word "{word}".', "reading")
 
 
 def make_sample(
@@ -318,26 +306,6 @@ def answer_space(task: str) -> tuple[str, ...]:
         ValueError: If ``task`` is unknown or open-ended (``caption``).
     """
     _check_task(task)
-    if task not in _ANSWERS:
+    if task not in ANSWERS:
         raise ValueError(f"task {task!r} has open-ended answers (no answer space)")
-    return _ANSWERS[task]
-
-
-def vocabulary_corpus() -> list[str]:
-    """Text covering every word the generator can emit, for training a tokenizer.
-
-    Contains every question template filled with every slot value, every answer, and captions
-    covering every shape, colour, word and connective (with the punctuation used).
-    """
-    corpus = [_QUESTIONS["count"], _QUESTIONS["reading"], _QUESTIONS["caption"]]
-    corpus += [_QUESTIONS["color"].format(shape=s) for s in SHAPES]
-    corpus += [_QUESTIONS["shape"].format(color=c) for c in COLORS]
-    corpus += [_QUESTIONS["position"].format(color=c, shape=s) for c in COLORS for s in SHAPES]
-    corpus += [answer for task in TASKS if task != "caption" for answer in _ANSWERS[task]]
-    items = [_Shape(s, c, (0, 0, 0, 0)) for c in COLORS for s in SHAPES]
-    for i, item in enumerate(items):
-        others = [items[(i + 7) % len(items)], items[(i + 13) % len(items)]]
-        for k in range(MAX_SHAPES):  # one caption of each length; equal centers keep the listed order
-            corpus.append(_caption([item, *others[:k]]))
-    corpus += [f'the word "{word}".' for word in WORDS]
-    return corpus
+    return ANSWERS[task]

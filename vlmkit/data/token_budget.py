@@ -1,4 +1,4 @@
-"""What an image costs: encoder patches and visual tokens, with and without image splitting.
+"""The table of what images cost (:func:`~vlmkit.model.token_budget.token_budget`), from the command line.
 
     python -m vlmkit.data.token_budget --patch-size 14 --tokens-per-image 64 --sizes 384x384 980x740
 
@@ -9,53 +9,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from vlmkit.data.image_processing import target_size
+from vlmkit.model.token_budget import TokenBudget, token_budget
 
-
-@dataclass(frozen=True)
-class TokenBudget:
-    """The cost of one image.
-
-    Attributes:
-        processed_size: ``(height, width)`` after aspect-preserving resizing.
-        views: Images given to the encoder: 1, or 5 when split.
-        encoder_patches: Patches the vision encoder processes over all views.
-        visual_tokens: Placeholder tokens the image takes in the LM's sequence.
-    """
-
-    processed_size: tuple[int, int]
-    views: int
-    encoder_patches: int
-    visual_tokens: int
-
-
-def token_budget(
-    height: int,
-    width: int,
-    patch_size: int,
-    tokens_for_patches: Callable[[int], int],
-    max_image_size: int = 980,
-    min_image_size: int = 378,
-    split: bool = False,
-) -> TokenBudget:
-    """Encoder patches and visual tokens of a ``height x width`` image.
-
-    Args:
-        height: Original image height in pixels.
-        width: Original image width in pixels.
-        patch_size: The encoder's patch size.
-        tokens_for_patches: Visual tokens for one view of ``p`` patches (e.g. ``lambda p: 64`` for a
-            64-latent perceiver, ``lambda p: p`` for an MLP projection).
-        max_image_size: Processor cap on the longest side.
-        min_image_size: Processor target for the shortest side.
-        split: Split into 4 crops + the whole image, each at the processed size.
-    """
-    processed = target_size(height, width, patch_size, max_image_size, min_image_size)
-    patches = (processed[0] // patch_size) * (processed[1] // patch_size)
-    views = 5 if split else 1
-    return TokenBudget(processed, views, views * patches, views * tokens_for_patches(patches))
+__all__ = ["TokenBudget", "budget_table", "main", "token_budget"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -76,8 +33,8 @@ def budget_table(
     lines = ["| " + " | ".join(columns) + " |", "|---|---|---:|---:|---:|---:|"]
     for height, width in sizes:
         one, five = (
-            token_budget(height, width, patch_size, tokens_for_patches, max_image_size, min_image_size, split)
-            for split in (False, True)
+            token_budget(height, width, patch_size, tokens_for_patches, max_image_size, min_image_size, split_images)
+            for split_images in (False, True)
         )
         ph, pw = one.processed_size
         lines.append(

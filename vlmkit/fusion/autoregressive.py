@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vlmkit.checks import check_equal
-from vlmkit.interfaces import LanguageModel
+from vlmkit.interfaces import LanguageModel, LanguageModelOutput
 
 
 class FullyAutoregressiveFusion(nn.Module):
@@ -21,8 +21,16 @@ class FullyAutoregressiveFusion(nn.Module):
 
     Each image contributes all its real visual tokens (``tokens_per_image = v``), so a
     text with ``k`` images holds ``sum_i v_i`` ``<image>`` placeholders. The fusion
-    adds no parameters.
+    adds no parameters. Packed rows pass through unchanged (``supports_packing``): placeholders are filled in text
+    order, so a packed sample gets exactly its own images.
     """
+
+    supports_packing = True
+
+    @property
+    def block_class(self) -> type[nn.Module] | None:
+        """No blocks: the fusion adds no parameters."""
+        return None
 
     def bind(self, language_model: LanguageModel, visual_dim: int) -> None:
         """Check that visual tokens live in the LM's embedding space (nothing to build)."""
@@ -44,7 +52,7 @@ class FullyAutoregressiveFusion(nn.Module):
         visual_tokens: torch.Tensor | None,
         visual_mask: torch.Tensor | None = None,
         **lm_kwargs: Any,
-    ):
+    ) -> LanguageModelOutput:
         """Fill the placeholders and run the LM.
 
         Args:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmkit.interfaces import LanguageModel
+from vlmkit.interfaces import LanguageModel, LanguageModelOutput
 
 MediaMasking = Literal["preceding", "all_preceding"]
 
@@ -116,6 +116,9 @@ class CrossAttentionFusion(nn.Module):
             them and the gates never open (toy recipes use 0.5).
     """
 
+    supports_packing = False
+    """Packed rows would need per-sample media masks across samples: not supported."""
+
     def __init__(
         self,
         every_n_layers: int = 4,
@@ -203,7 +206,7 @@ class CrossAttentionFusion(nn.Module):
         visual_tokens: torch.Tensor | None,
         visual_mask: torch.Tensor | None = None,
         **lm_kwargs: Any,
-    ):
+    ) -> LanguageModelOutput:
         """Run the LM with its hooked blocks attending to ``visual_tokens [n, v, d_visual]``.
 
         With ``use_cache`` the image keys/values and each sequence's latest image are kept, so later

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from vlmkit.dtypes import parse_dtype
 from vlmkit.interop.idefics2_config import idefics2_config, idefics2_skeleton
 from vlmkit.interop.idefics2_processing import (
     IDEFICS2_CHAT_TEMPLATE,
@@ -27,7 +28,6 @@ from vlmkit.interop.idefics2_processing import (
     checkpoint_stop_token_ids,
 )
 from vlmkit.interop.safetensors_checkpoint import SafetensorsCheckpoint
-from vlmkit.llm.transformers_lm import parse_dtype
 from vlmkit.model import VisionLanguageModel
 from vlmkit.trainability import Trainability
 

@@ -15,20 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmkit.attention import attention_implementation
+from vlmkit.attention import attention_implementation, block_diagonal_causal_mask, flash_varlen_kwargs
+from vlmkit.dtypes import parse_dtype
 from vlmkit.llm.layers import find_decoder_layers, packing_unsupported_reason
 from vlmkit.quantization import Quantization, bitsandbytes_config, keep_compute_dtype, quantized_device_map
 from vlmkit.text.tokenizer import load_tokenizer
 
-
-def parse_dtype(name: str | None) -> torch.dtype | None:
-    """The ``torch.dtype`` named ``name`` (``"bfloat16"``, ``"float32"``); ``None`` stays ``None``."""
-    if name is None:
-        return None
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"torch_dtype={name!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
-    return dtype
+__all__ = ["TransformersCausalLM", "build_transformers_config", "output_cache", "parse_dtype"]
 
 
 def build_transformers_config(config: dict[str, Any], argument: str = "config"):
@@ -95,14 +88,14 @@ class TransformersCausalLM(nn.Module):
             raise ValueError("tokenizer is required when the model is built from config (e.g. tokenizer='synthetic')")
         if quantization is not None and name_or_path is None:
             raise ValueError("quantization needs a checkpoint (name_or_path): weights are quantized as they load")
-        dtype = parse_dtype(torch_dtype)
+        dtype = parse_dtype(torch_dtype, "language_model.torch_dtype")
         attn_implementation = attention_implementation(attn_implementation, "language_model.attn_implementation")
         self.quantization = quantization
         self.tokenizer = load_tokenizer(tokenizer or name_or_path)
         if name_or_path is not None:
             extra = {}
             if quantization is not None:
-                compute = parse_dtype(compute_dtype)
+                compute = parse_dtype(compute_dtype, "language_model.compute_dtype")
                 config_ = bitsandbytes_config(quantization, compute, "language_model.quantization")
                 extra = {"quantization_config": config_, "device_map": quantized_device_map()}
                 dtype = dtype or compute
@@ -134,6 +127,27 @@ class TransformersCausalLM(nn.Module):
     def vocab_size(self) -> int:
         """Rows of the input embedding matrix."""
         return self.model.get_input_embeddings().num_embeddings
+
+    @property
+    def supports_packing(self) -> bool:
+        """Whether packed rows can run (the family restarts positions, the attention keeps samples apart).
+
+        Positions must restart per sample (not ALiBi) and the attention take a 4-D block-diagonal mask or varlen
+        lengths; :meth:`forward` names the reason when not.
+        """
+        return self._packing_unsupported_reason() is None
+
+    def _packing_unsupported_reason(self) -> str | None:
+        reason = packing_unsupported_reason(self.model, self._block_class)
+        if reason is not None:
+            return reason
+        implementation = self.model.config._attn_implementation or "eager"
+        if "flash" not in implementation and implementation not in _FOUR_D_MASK_IMPLEMENTATIONS:
+            return (
+                f"it runs attn_implementation={implementation!r}, which takes neither a 4-D block-diagonal mask "
+                f"({', '.join(_FOUR_D_MASK_IMPLEMENTATIONS)}) nor varlen lengths (flash attention)"
+            )
+        return None
 
     def decoder_layers(self) -> nn.ModuleList:
         """The decoder layers in order, wherever the family keeps them (``model.layers``, ``transformer.h``, ...)."""
@@ -175,9 +189,8 @@ class TransformersCausalLM(nn.Module):
             **kwargs: Passed to the transformers model.
 
         Returns:
-            The LM's ``CausalLMOutputWithPast``; with ``use_cache`` its KV cache is
-            read with :func:`output_cache` (``cache`` or ``past_key_values``,
-            depending on the transformers version).
+            The LM's ``CausalLMOutputWithPast``; with ``use_cache`` its KV cache is ``output.cache`` (also under
+            transformers versions that call it ``past_key_values``).
 
         Raises:
             ValueError: For packed rows without ``position_ids``, under an attention implementation that takes
@@ -186,24 +199,25 @@ class TransformersCausalLM(nn.Module):
         if segment_ids is not None:
             return self._packed_forward(inputs_embeds, position_ids, segment_ids, **kwargs)
         kwargs[self._cache_argument] = cache
-        return self.model(
+        out = self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=use_cache,
             **kwargs,
         )
+        if getattr(out, "cache", None) is None:  # transformers < 5.2x names it past_key_values
+            out.cache = output_cache(out)
+        return out
 
     def _packed_forward(
         self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor | None, segment_ids: torch.Tensor, **kwargs: Any
     ):
         """Packed rows ``[b, s]`` with attention isolated per sample, in the form the attention implementation takes."""
-        from vlmkit.data.sequence_packing import block_diagonal_causal_mask, flash_varlen_kwargs
-
         name = type(self.model).__name__
         if position_ids is None:
             raise ValueError("packed rows (segment_ids) need position_ids restarting at 0 for every sample")
-        reason = packing_unsupported_reason(self.model, self._block_class)
+        reason = self._packing_unsupported_reason()
         if reason is not None:
             raise ValueError(f"{name} cannot run packed rows: {reason}; train it without packing")
         implementation = self.model.config._attn_implementation or "eager"
@@ -222,12 +236,6 @@ class TransformersCausalLM(nn.Module):
             )
             out.logits = out.logits.reshape(b, s, -1)
             return out
-        if implementation not in _FOUR_D_MASK_IMPLEMENTATIONS:
-            raise ValueError(
-                f"packed rows need an attention implementation that takes a 4-D block-diagonal mask "
-                f"({', '.join(_FOUR_D_MASK_IMPLEMENTATIONS)}) or varlen lengths (flash attention); {name} runs "
-                f"attn_implementation={implementation!r}"
-            )
         mask = block_diagonal_causal_mask(segment_ids, self.get_input_embeddings().weight.dtype)  # [b, 1, s, s]
         return self.model(
             inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, use_cache=False, **kwargs

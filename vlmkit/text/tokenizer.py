@@ -44,7 +44,7 @@ def build_synthetic_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerBase:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from vlmkit.data.synthetic import vocabulary_corpus
+    from vlmkit.text.synthetic_vocabulary import vocabulary_corpus
 
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))

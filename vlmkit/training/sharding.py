@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
+from vlmkit.trainability import apply_activation_checkpointing, is_checkpointed
+
 try:
     from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 except ImportError:  # torch < 2.6
@@ -47,8 +49,9 @@ class FullyShard:
         reduce_dtype: Dtype of the gradient reduce-scatter/all-reduce (``float32`` for stability).
         reshard_after_forward: Free gathered weights after each block's forward (ZeRO-3) rather
             than keeping them until backward (ZeRO-2: more memory, fewer all-gathers).
-        activation_checkpointing: Recompute each block's activations in backward. One switch with the model's
-            ``gradient_checkpointing``: when that is on already, this adds nothing (a warning says so).
+        activation_checkpointing: Recompute each block's activations in backward, through the same switch as the
+            model's ``gradient_checkpointing`` (:func:`~vlmkit.trainability.apply_activation_checkpointing`): when
+            that is on already, this adds nothing (a warning says so).
         cpu_offload: Keep sharded weights, gradients and optimizer state in CPU memory (GPU runs).
 
     Example:
@@ -115,33 +118,19 @@ class FullyShard:
         options = {"mesh": mesh, "mp_policy": mp_policy}
         if self.cpu_offload:
             options["offload_policy"] = CPUOffloadPolicy()
+        if self.activation_checkpointing and block_classes:
+            if is_checkpointed(model):
+                warnings.warn(
+                    "FullyShard(activation_checkpointing=True) on a model built with gradient_checkpointing=True: its "
+                    "blocks already recompute their activations, so FullyShard adds no second checkpoint (set only "
+                    "one of the two)",
+                    stacklevel=2,
+                )
+            apply_activation_checkpointing(model, block_classes)  # the one switch: never wraps a block twice
         blocks = [m for m in model.modules() if isinstance(m, block_classes)] if block_classes else []
-        checkpointing = self.activation_checkpointing and not _warn_if_checkpointed(model)
         for block in blocks:
-            if checkpointing:
-                from torch.distributed._composable import checkpoint
-
-                checkpoint(block)
             fully_shard(block, reshard_after_forward=self.reshard_after_forward, **options)
         fully_shard(model, **options)
-
-
-def _warn_if_checkpointed(model: nn.Module) -> bool:
-    """Whether ``model``'s blocks already recompute their activations (``gradient_checkpointing=True``), with a warning.
-
-    A second checkpoint around a checkpointed block saves no memory; nested, the two have been measured to run the
-    block's forward three times per step instead of two.
-    """
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
-
-    if not any(isinstance(m, CheckpointWrapper) for m in model.modules()):
-        return False
-    warnings.warn(
-        "FullyShard(activation_checkpointing=True) on a model built with gradient_checkpointing=True: its blocks "
-        "already recompute their activations, so FullyShard adds no second checkpoint (set only one of the two)",
-        stacklevel=3,
-    )
-    return True
 
 
 def parameters_without_gradient(module: nn.Module) -> list[str]:
@@ -155,12 +144,14 @@ def parameters_without_gradient(module: nn.Module) -> list[str]:
 
 
 def fsdp1_policies(block_classes: tuple[type[nn.Module], ...]) -> dict[str, set[type[nn.Module]]]:
-    """Wrapping and activation-checkpointing policies for Lightning's FSDP1 ``FSDPStrategy`` (GPU only).
+    """The wrapping policy for Lightning's FSDP1 ``FSDPStrategy`` (GPU only): one FSDP unit per block.
+
+    Activation checkpointing is not part of it: it is the model's ``gradient_checkpointing`` under every strategy
+    (one switch, :func:`~vlmkit.trainability.apply_activation_checkpointing`).
 
     Example:
         >>> from lightning.pytorch.strategies import FSDPStrategy
         >>> policies = fsdp1_policies(vlm.block_classes())  # doctest: +SKIP
         >>> strategy = FSDPStrategy(**policies, sharding_strategy="HYBRID_SHARD")  # doctest: +SKIP
     """
-    classes = set(block_classes)
-    return {"auto_wrap_policy": classes, "activation_checkpointing_policy": classes}
+    return {"auto_wrap_policy": set(block_classes)}

@@ -3,12 +3,12 @@
 The timm model's own modules are reused but ``forward_features`` is re-composed so each image of a padded batch gets
 positions for its own patch grid (the absolute table resampled by timm's ``resample_abs_pos_embed`` as its
 ``dynamic_img_size`` path does, or Idefics2's fractional buckets of it) and a block-diagonal attention mask keeps
-padding away from real patches — or, with ``packing``, no padding tokens at all (NaViT-style, one sequence).
+padding away from real patches — or, with ``patch_packing``, no padding tokens at all (NaViT-style, one sequence).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import timm
 import torch
@@ -16,13 +16,20 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from vlmkit.checks import host_reads_are_free
-from vlmkit.vision._grid import bucket_position_ids, real_grid_sizes, rectangle_mask, same_segment_mask
-from vlmkit.vision._packing import packed_forward, segment_ids
-
-PositionEmbedding = Literal["interpolate", "bucket"]
+from vlmkit.attention import same_segment_mask
+from vlmkit.deprecation import renamed_argument
+from vlmkit.vision.patch_grid import (
+    PositionEmbedding,
+    bucket_position_ids,
+    check_position_embedding,
+    layers_to_run,
+    positions_per_grid,
+    real_grid_sizes,
+    rectangle_mask,
+    run_on_real_patches,
+)
+from vlmkit.vision.patch_packing import segment_ids
 
 
 class TimmVisionEncoder(nn.Module):
@@ -32,7 +39,7 @@ class TimmVisionEncoder(nn.Module):
     those it gets alone at its own size (Idefics2, Sec. 3.3: aspect ratio and resolution preserving). Prefix tokens
     (CLS, registers) take part in attention as in pretraining and are dropped from the output.
 
-    With ``packing=True`` a padded batch is not run padded: each image's prefix tokens and real patches are
+    With ``patch_packing=True`` a padded batch is not run padded: each image's prefix tokens and real patches are
     concatenated into one sequence ``[1, sum_i (prefix + p_i), d]`` whose block-diagonal attention mask keeps images
     apart, and the features are scattered back to the padded layout (zeros on padding). Same features, fewer tokens:
     it pays off when padding is a large share of the batch (mixed aspect ratios and resolutions), as every token-wise
@@ -53,7 +60,8 @@ class TimmVisionEncoder(nn.Module):
         position_embedding: How an image's grid gets positions from the pretrained table: ``"interpolate"``
             (resampled to the image's own grid, timm's ``dynamic_img_size`` behaviour) or ``"bucket"`` (Idefics2's
             fractional-coordinate buckets of the pretrained grid, no resampling).
-        packing: Run a padded batch as one sequence of its real tokens (see above) instead of masking padding.
+        patch_packing: Run a padded batch as one sequence of its real tokens (see above) instead of masking padding.
+        packing: Deprecated name of ``patch_packing``.
 
     Raises:
         ValueError: If the model is not a ``VisionTransformer``, uses patch dropout or non-square patches, or
@@ -74,11 +82,12 @@ class TimmVisionEncoder(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
         feature_layer: int = -1,
         position_embedding: PositionEmbedding = "interpolate",
-        packing: bool = False,
+        patch_packing: bool = False,
+        packing: bool | None = None,
     ) -> None:
         super().__init__()
-        if position_embedding not in ("interpolate", "bucket"):
-            raise ValueError(f"position_embedding must be 'interpolate' or 'bucket', got {position_embedding!r}.")
+        check_position_embedding(position_embedding)
+        patch_packing = renamed_argument("TimmVisionEncoder", "packing", packing, "patch_packing", patch_packing, False)
         self.model = timm.create_model(
             model_name,
             pretrained=pretrained or checkpoint_path is not None,
@@ -103,13 +112,11 @@ class TimmVisionEncoder(nn.Module):
         self.image_mean = tuple(float(v) for v in pretrained_cfg["mean"])
         self.image_std = tuple(float(v) for v in pretrained_cfg["std"])
 
-        num_blocks = len(self.model.blocks)
-        if not -(num_blocks + 1) <= feature_layer <= num_blocks:
-            raise ValueError(f"feature_layer must be in [{-(num_blocks + 1)}, {num_blocks}], got {feature_layer}.")
         self.feature_layer = feature_layer
-        self._num_blocks_run = feature_layer % (num_blocks + 1)
+        self._num_blocks_run = layers_to_run(feature_layer, len(self.model.blocks))
         self.position_embedding: PositionEmbedding = position_embedding
-        self.packing = packing
+        self.patch_packing = patch_packing
+        self.quantization = None  # timm weights load unquantized
 
     @property
     def block_class(self) -> type[nn.Module]:
@@ -117,17 +124,11 @@ class TimmVisionEncoder(nn.Module):
         return type(self.model.blocks[0])
 
     def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode a batch of (padded) images into one feature per patch.
+        """Encode padded images ``[n, 3, H, W]`` into one feature per patch ``[n, (H/patch) * (W/patch), d]``.
 
-        Args:
-            pixel_values: ``[n, 3, H, W]`` normalised pixels, ``H`` and ``W`` multiples of ``patch_size``; smaller
-                images padded bottom/right.
-            patch_mask: ``[n, H/patch, W/patch]`` bool, True on real patches (a top-left rectangle per image).
-                None means every patch is real.
-
-        Returns:
-            ``[n, (H/patch) * (W/patch), hidden_size]`` features in row-major patch order (padding rows hold
-            unspecified values; zeros with ``packing``).
+        The :class:`~vlmkit.interfaces.VisionEncoder` contract: ``patch_mask [n, H/patch, W/patch]`` is True on real
+        patches (a top-left rectangle per image, None: all real); padding rows hold unspecified values (zeros with
+        ``patch_packing``).
 
         Raises:
             ValueError: If ``H``/``W`` are not multiples of ``patch_size`` or ``patch_mask`` is malformed.
@@ -148,27 +149,21 @@ class TimmVisionEncoder(nn.Module):
                 prefix = [torch.cat(prefix, dim=1) + prefix_positions]
         x = torch.cat([*prefix, x], dim=1)  # [n, prefix + rows*cols, d]
         x = model.norm_pre(model.pos_drop(x))
-
-        if patch_mask is None or (host_reads_are_free(patch_mask) and bool(patch_mask.all())):  # no padding
-            # nothing to mask or pack (off CPU the masked path runs: same features, no wait for the device)
-            x = self._encode(x)
-        else:
-            real = patch_mask.flatten(1)  # [n, rows*cols]
-            real = torch.cat([real.new_ones(n, model.num_prefix_tokens), real], dim=1)  # [n, prefix + rows*cols]
-            if self.packing:  # [1, S, d] through the blocks, back to [n, prefix + rows*cols, d]
-                x = packed_forward(x, real, lambda packed, lengths: self._encode(packed, _segment_mask(lengths)))
-            else:
-                x = self._encode(x, same_segment_mask(real))  # mask [n, 1, s, s]
+        x = run_on_real_patches(
+            x,
+            patch_mask,
+            model.num_prefix_tokens,
+            self.patch_packing,
+            masked=lambda x, real: self._encode(x, None if real is None else same_segment_mask(real)),  # [n, 1, s, s]
+            packed=lambda packed, lengths: self._encode(packed, _segment_mask(lengths)),
+        )
         return x[:, model.num_prefix_tokens :]  # [n, rows*cols, d]
 
     def _encode(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The blocks up to ``feature_layer`` (and the final norm for -1) over ``x`` ``[b, s, d]``."""
         model = self.model
-        for block in model.blocks[: self._num_blocks_run]:
-            if model.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, attn_mask, use_reentrant=False)
-            else:
-                x = block(x, attn_mask=attn_mask)
+        for block in model.blocks[: self._num_blocks_run]:  # activation checkpointing wraps them (block_class)
+            x = block(x, attn_mask=attn_mask)
         if self.feature_layer == -1:
             x = model.norm(x)
         return x
@@ -194,15 +189,7 @@ class TimmVisionEncoder(nn.Module):
             )
             return resized[:, num_embedded_prefix:]
 
-        sizes = [tuple(size) for size in grid_sizes.tolist()]
-        if len(set(sizes)) == 1 and sizes[0] == (rows, cols):  # no padding: one grid for all
-            return resample(rows, cols), prefix_positions
-        positions = table.new_zeros(len(sizes), rows, cols, table.shape[-1])  # [n, rows, cols, d]
-        for h, w in set(sizes):
-            if h and w:
-                images = torch.tensor([size == (h, w) for size in sizes], device=table.device)
-                positions[images, :h, :w] = resample(h, w).reshape(h, w, -1)
-        return positions.flatten(1, 2), prefix_positions
+        return positions_per_grid(grid_sizes, rows, cols, table, resample), prefix_positions
 
 
 def _segment_mask(lengths: torch.Tensor) -> torch.Tensor | None:

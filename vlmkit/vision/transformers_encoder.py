@@ -3,8 +3,8 @@
 The backbone's own modules are reused (patch embedding, layers, norms) but the forward pass is ours, so every family
 gets the same two things Idefics2 needs (Sec. 3.3): per-image positions computed on the image's own patch grid
 (bicubic ``interpolate`` of the pretrained table, or Idefics2's fractional ``bucket`` ids) and a block-diagonal
-attention mask so that bottom/right padding never mixes with real patches — or, with ``packing``, no padding tokens at
-all: the real patches of all images run as one sequence (NaViT-style).
+attention mask so that bottom/right padding never mixes with real patches — or, with ``patch_packing``, no padding
+tokens at all: the real patches of all images run as one sequence (NaViT-style).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,15 +29,22 @@ from transformers.utils.constants import (
     OPENAI_CLIP_STD,
 )
 
-from vlmkit.attention import attention_implementation
-from vlmkit.checks import host_reads_are_free
+from vlmkit.attention import attention_implementation, varlen_kwargs
+from vlmkit.deprecation import renamed_argument
+from vlmkit.dtypes import parse_dtype
 from vlmkit.quantization import Quantization, bitsandbytes_config, keep_compute_dtype, quantized_device_map
-from vlmkit.vision._grid import bucket_position_ids, real_grid_sizes
-from vlmkit.vision._packing import packed_forward, segment_ids, varlen_kwargs
+from vlmkit.vision.patch_grid import (
+    PositionEmbedding,
+    bucket_position_ids,
+    check_position_embedding,
+    layers_to_run,
+    positions_per_grid,
+    real_grid_sizes,
+    run_on_real_patches,
+)
+from vlmkit.vision.patch_packing import segment_ids
 
 __all__ = ["TransformersVisionEncoder", "bucket_position_ids", "interpolate_positions"]
-
-PositionEmbedding = Literal["interpolate", "bucket"]
 
 # model_type -> (vision model class, pixel normalisation used when the checkpoint ships no preprocessor config)
 _FAMILIES: dict[str, tuple[type[PreTrainedModel], tuple[list[float], list[float]]]] = {
@@ -60,7 +67,7 @@ class TransformersVisionEncoder(nn.Module):
     gets alone at its own size (Idefics2, Sec. 3.3: aspect ratio and resolution preserving). CLIP's CLS token is kept
     inside the encoder (it is part of the pretrained computation) and dropped from the output.
 
-    With ``packing=True`` a padded batch is not run padded: the real patches of all images (each with its own CLS
+    With ``patch_packing=True`` a padded batch is not run padded: the real patches of all images (each with its own CLS
     token for CLIP) form one sequence ``[1, sum_i p_i, d]`` whose block-diagonal attention keeps images apart, and the
     features are scattered back to the padded layout (zeros on padding). Same features, fewer tokens: it pays off
     when padding is a large share of the batch (mixed aspect ratios and resolutions: a batch padded to its largest
@@ -86,7 +93,8 @@ class TransformersVisionEncoder(nn.Module):
         feature_layer: Which hidden state to return, indexed like transformers' ``hidden_states`` (0 = embeddings,
             ``i`` = output of layer ``i``): -1 is the last layer *with* the post-layernorm applied, any other index
             that entry without it (e.g. -2 for LLaVA's penultimate layer). Layers after it are not run.
-        packing: Run a padded batch as one sequence of its real patches (see above) instead of masking padding.
+        patch_packing: Run a padded batch as one sequence of its real patches (see above) instead of masking padding.
+        packing: Deprecated name of ``patch_packing``.
         quantization: Load the checkpoint's linear layers quantized by bitsandbytes (``"nf4"``, ``"fp4"``,
             ``"int8"``); needs ``name_or_path``; the part is then ``frozen`` or adapted (QLoRA). Each process loads
             onto its own GPU (``LOCAL_RANK``).
@@ -112,22 +120,24 @@ class TransformersVisionEncoder(nn.Module):
         attn_implementation: str | None = None,
         position_embedding: PositionEmbedding | None = None,
         feature_layer: int = -1,
-        packing: bool = False,
+        patch_packing: bool = False,
         quantization: Quantization | None = None,
         compute_dtype: str = "bfloat16",
+        packing: bool | None = None,
     ) -> None:
         super().__init__()
+        owner = "TransformersVisionEncoder"
+        patch_packing = renamed_argument(owner, "packing", packing, "patch_packing", patch_packing, False)
         if (name_or_path is None) == (config is None):
             raise ValueError("Pass exactly one of `name_or_path` (a checkpoint) or `config` (a config dict).")
         if quantization is not None and name_or_path is None:
             raise ValueError("quantization needs a checkpoint (name_or_path): weights are quantized as they load")
         self.quantization = quantization
-        if position_embedding not in (None, "interpolate", "bucket"):
-            raise ValueError(f"position_embedding must be 'interpolate' or 'bucket', got {position_embedding!r}.")
+        check_position_embedding(position_embedding, allow_none=True)
 
         quantization_config = None
         if quantization is not None:
-            compute = _dtype(compute_dtype)
+            compute = parse_dtype(compute_dtype, "vision_encoder.compute_dtype")
             quantization_config = bitsandbytes_config(quantization, compute, "vision_encoder.quantization")
             torch_dtype = torch_dtype or compute_dtype
         attn_implementation = attention_implementation(attn_implementation, "vision_encoder.attn_implementation")
@@ -150,12 +160,9 @@ class TransformersVisionEncoder(nn.Module):
         num_grid_positions = self.backbone.embeddings.position_embedding.num_embeddings - self.num_prefix_tokens
         self.grid_side = math.isqrt(num_grid_positions)  # the pretrained square grid is grid_side x grid_side
 
-        num_layers = len(self.backbone.encoder.layers)
-        if not -(num_layers + 1) <= feature_layer <= num_layers:
-            raise ValueError(f"feature_layer must be in [{-(num_layers + 1)}, {num_layers}], got {feature_layer}.")
         self.feature_layer = feature_layer
-        self._num_layers_run = feature_layer % (num_layers + 1)
-        self.packing = packing
+        self._num_layers_run = layers_to_run(feature_layer, len(self.backbone.encoder.layers))
+        self.patch_packing = patch_packing
 
     @property
     def block_class(self) -> type[nn.Module]:
@@ -163,17 +170,11 @@ class TransformersVisionEncoder(nn.Module):
         return type(self.backbone.encoder.layers[0])
 
     def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode a batch of (padded) images into one feature per patch.
+        """Encode padded images ``[n, 3, H, W]`` into one feature per patch ``[n, (H/patch) * (W/patch), d]``.
 
-        Args:
-            pixel_values: ``[n, 3, H, W]`` normalised pixels, ``H`` and ``W`` multiples of ``patch_size``; smaller
-                images padded bottom/right.
-            patch_mask: ``[n, H/patch, W/patch]`` bool, True on real patches (a top-left rectangle per image).
-                None means every patch is real.
-
-        Returns:
-            ``[n, (H/patch) * (W/patch), hidden_size]`` features in row-major patch order (padding rows hold
-            unspecified values; zeros with ``packing``).
+        The :class:`~vlmkit.interfaces.VisionEncoder` contract: ``patch_mask [n, H/patch, W/patch]`` is True on real
+        patches (a top-left rectangle per image, None: all real); padding rows hold unspecified values (zeros with
+        ``patch_packing``).
 
         Raises:
             ValueError: If ``H``/``W`` are not multiples of ``patch_size`` or ``patch_mask`` is malformed, or when
@@ -193,18 +194,16 @@ class TransformersVisionEncoder(nn.Module):
             x = torch.cat([cls.to(x.dtype).expand(n, 1, -1), x], dim=1)  # [n, 1 + rows*cols, d]
             x = self.backbone.pre_layrnorm(x)
 
-        if patch_mask is None or (host_reads_are_free(patch_mask) and bool(patch_mask.all())):  # no padding
-            # nothing to mask or pack (off CPU the masked path runs: same features, no wait for the device)
-            x = self._encode(x)
-        else:
-            real = patch_mask.flatten(1)  # [n, rows*cols]
-            real = torch.cat([real.new_ones(n, self.num_prefix_tokens), real], dim=1)  # [n, prefix + rows*cols]
-            if self.packing:  # [1, S, d] through the layers, back to [n, prefix + rows*cols, d]
-                x = packed_forward(
-                    x, real, lambda packed, lengths: self._encode(packed, *self._packed_mask(packed, lengths))
-                )
-            else:
-                x = self._encode(x, _attention_mask(self.backbone.config, x, real))
+        x = run_on_real_patches(
+            x,
+            patch_mask,
+            self.num_prefix_tokens,
+            self.patch_packing,
+            masked=lambda x, real: self._encode(
+                x, None if real is None else _attention_mask(self.backbone.config, x, real)
+            ),
+            packed=lambda packed, lengths: self._encode(packed, *self._packed_mask(packed, lengths)),
+        )
         return x[:, self.num_prefix_tokens :]  # [n, rows*cols, d]
 
     def _encode(self, x: torch.Tensor, attention_mask: Any = None, layer_kwargs: dict | None = None) -> torch.Tensor:
@@ -247,15 +246,7 @@ class TransformersVisionEncoder(nn.Module):
             return F.embedding(position_ids, table)
 
         grid = table.reshape(self.grid_side, self.grid_side, -1)  # [side, side, d]
-        sizes = [tuple(size) for size in grid_sizes.tolist()]
-        if len(set(sizes)) == 1 and sizes[0] == (rows, cols):  # no padding: one grid for all
-            return interpolate_positions(grid, rows, cols).reshape(1, rows * cols, -1).expand(len(sizes), -1, -1)
-        positions = table.new_zeros(len(sizes), rows, cols, table.shape[-1])  # [n, rows, cols, d]
-        for h, w in set(sizes):
-            if h and w:
-                images = torch.tensor([size == (h, w) for size in sizes], device=table.device)
-                positions[images, :h, :w] = interpolate_positions(grid, h, w)
-        return positions.flatten(1, 2)
+        return positions_per_grid(grid_sizes, rows, cols, table, lambda h, w: interpolate_positions(grid, h, w))
 
 
 def interpolate_positions(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -288,7 +279,7 @@ def _build_backbone(
         model_type = model_config.model_type
         _check_supported(model_type)
     model_class = _FAMILIES[model_type][0]
-    dtype = _dtype(torch_dtype)
+    dtype = parse_dtype(torch_dtype, "vision_encoder.torch_dtype", allow_auto=True)
     kwargs = {"attn_implementation": attn_implementation}
 
     if config is not None:
@@ -323,15 +314,6 @@ def _drop_pooling_head(state_dict: dict[str, Any], prefix: str, *args: Any) -> N
 def _check_supported(model_type: str | None) -> None:
     if model_type not in _FAMILIES:
         raise ValueError(f"Unsupported vision model_type {model_type!r}; supported: {', '.join(sorted(_FAMILIES))}.")
-
-
-def _dtype(name: str | None) -> torch.dtype | str | None:
-    if name is None or name == "auto":
-        return name
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"torch_dtype must name a torch dtype (e.g. 'bfloat16') or be 'auto', got {name!r}.")
-    return dtype
 
 
 def _has_safetensors(name_or_path: str) -> bool:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vlmkit.decoding import StopStringWatcher, check_prompts, sharded_across_ranks, stop_string_candidates
+from vlmkit.model.decoding import StopStringWatcher, check_prompts, sharded_across_ranks, stop_string_candidates
 
 
 def test_only_tokens_holding_a_stop_strings_last_character_or_a_partial_byte_are_candidates(tokenizer):

@@ -1,4 +1,4 @@
-"""Sequence packing (NaViT, Dehghani et al. 2023) for the vision encoders: padding dropped before the transformer.
+"""Patch packing (NaViT, Dehghani et al. 2023) in the vision encoders: padding dropped before the transformer.
 
 The kept tokens of a padded batch ``[n, s, d]`` become one sequence ``[1, S, d]`` in which each image is a contiguous
 segment (its prefix tokens, then its real patches, row-major); the encoder keeps segments apart with a block-diagonal
@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 
 def packed_forward(
@@ -38,15 +37,3 @@ def packed_forward(
 def segment_ids(lengths: torch.Tensor) -> torch.Tensor:
     """``[1, S]`` index of the image each packed token belongs to (``lengths`` ``[n]``)."""
     return torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)[None]
-
-
-def varlen_kwargs(lengths: torch.Tensor) -> dict[str, torch.Tensor | int]:
-    """Flash-attention varlen arguments (``cu_seq_lens_q/k``, ``max_length_q/k``) for segments of ``lengths``."""
-    cu_seq_lens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)  # [n + 1]
-    max_length = int(lengths.max())
-    return {
-        "cu_seq_lens_q": cu_seq_lens,
-        "cu_seq_lens_k": cu_seq_lens,
-        "max_length_q": max_length,
-        "max_length_k": max_length,
-    }

@@ -189,7 +189,7 @@ def _stop_string_reference(free: torch.Tensor, tokenizer, stop_strings, pad_id: 
 
 @pytest.mark.parametrize("lag", [0, 1])  # 1: the host reads the device one step late, as on CUDA
 def test_stop_strings_end_each_row_at_its_first_occurrence(tiny_vlm, monkeypatch, lag):
-    monkeypatch.setattr("vlmkit.model.host_lag", lambda device: lag)
+    monkeypatch.setattr("vlmkit.model.generation.host_lag", lambda device: lag)
     prompt = torch.tensor([[1, 5, 9], [1, 7, 7], [3, 4, 5]])
     tokenizer = tiny_vlm.tokenizer
     free = tiny_vlm.generate(prompt, max_new_tokens=8, stop_token_ids=[])
@@ -210,7 +210,7 @@ def test_one_step_host_lag_gives_the_same_tokens_and_lengths(tiny_vlm, prompts, 
     free = tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=[])
     stops = [int(free[0, 1]), int(free[1, 0]), int(free[2, 0])]  # every row ends by step 1
     immediate = tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=stops)
-    monkeypatch.setattr("vlmkit.model.host_lag", lambda device: 1)
+    monkeypatch.setattr("vlmkit.model.generation.host_lag", lambda device: 1)
     assert torch.equal(tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=[]), free)
     lagged = tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=stops)
     assert immediate.shape[1] <= 2 and torch.equal(lagged, immediate)
@@ -251,24 +251,6 @@ def test_neftune_noises_training_forward_only(batch):
         torch.testing.assert_close(_run(noisy, batch), _run(plain, batch), rtol=0, atol=0)
 
 
-def test_neftune_noise_is_uniform_with_scale_alpha_over_sqrt_length_times_width():
-    from vlmkit.model import neftune
-
-    embeds = torch.zeros(2, 50, 16)
-    mask = torch.ones(2, 50, dtype=torch.long)
-    mask[1, :34] = 0  # second sample: 16 real tokens
-    torch.manual_seed(0)
-    noise = neftune(embeds, mask.sum(-1, keepdim=True).expand_as(mask), alpha=5.0)
-    bound = 5.0 / torch.sqrt(torch.tensor([50.0 * 16, 16.0 * 16]))
-    peak = noise.abs().amax(dim=(1, 2))
-    assert torch.all(peak <= bound) and torch.all(peak > 0.95 * bound)
-    # packed rows: each token is scaled by its own sample's length
-    from vlmkit.model import _sample_lengths
-
-    segments = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1, -1]])
-    assert _sample_lengths(None, segments)[0].tolist() == [4] * 4 + [12] * 12 + [2] * 2
-
-
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):
     from vlmkit.training.module import answer_loss
 
@@ -297,10 +279,10 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):
 def _accelerator_path(monkeypatch):
     """Take the code path of a GPU run on CPU: checks become device-side assertions, no host reads."""
     import vlmkit.checks
-    import vlmkit.model
-    import vlmkit.vision.transformers_encoder
+    import vlmkit.model.vision_language_model
+    import vlmkit.vision.patch_grid
 
-    for module in (vlmkit.checks, vlmkit.model, vlmkit.vision.transformers_encoder):
+    for module in (vlmkit.checks, vlmkit.model.vision_language_model, vlmkit.vision.patch_grid):
         monkeypatch.setattr(module, "host_reads_are_free", lambda tensor: False)
 
 
@@ -350,5 +332,5 @@ def test_cuda_generation_reading_the_device_one_step_late_equals_reading_at_once
     texts = [vlm.tokenizer.decode(row[:3], skip_special_tokens=True) for row in free]
     kwargs = {"max_new_tokens": 8, "stop_token_ids": [int(free[0, 1])], "stop_strings": [t[-1:] for t in texts if t]}
     lagged = vlm.generate(*args, **kwargs)  # on CUDA the host reads step t - 1 while the device runs step t
-    monkeypatch.setattr("vlmkit.model.host_lag", lambda device: 0)
+    monkeypatch.setattr("vlmkit.model.generation.host_lag", lambda device: 0)
     assert torch.equal(lagged, vlm.generate(*args, **kwargs))

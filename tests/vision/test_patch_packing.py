@@ -1,4 +1,4 @@
-"""Tests for packing (NaViT-style) in both vision encoders: same features and gradients as the padded path."""
+"""Tests for patch packing (NaViT-style) in both vision encoders: same features and gradients as the padded path."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def build(family: str, packing: bool, **kwargs) -> TransformersVisionEncoder | T
     """The family's tiny encoder; the same seed gives the same weights with and without packing."""
     constructor, family_kwargs = FAMILIES[family]
     torch.manual_seed(0)
-    return constructor(**family_kwargs, **kwargs, packing=packing).eval()
+    return constructor(**family_kwargs, **kwargs, patch_packing=packing).eval()
 
 
 def first_layer(encoder) -> torch.nn.Module:
@@ -169,3 +169,13 @@ def test_packing_refuses_an_implementation_without_block_masks(monkeypatch):
     pixels, patch_mask, _ = padded_batch()
     with pytest.raises(ValueError, match="packing needs .* use 'sdpa' or 'eager'"):
         encoder(pixels, patch_mask)
+
+
+@pytest.mark.parametrize("family", ["siglip-interpolate", "timm-cls"])
+def test_the_old_argument_name_still_works_with_a_warning(family):
+    constructor, family_kwargs = FAMILIES[family]
+    with pytest.warns(FutureWarning, match=r"\(packing=...\) is now .*\(patch_packing=...\)"):
+        encoder = constructor(**family_kwargs, packing=True)
+    assert encoder.patch_packing
+    with pytest.raises(ValueError, match="give patch_packing=True or the old packing=False, not both"):
+        constructor(**family_kwargs, patch_packing=True, packing=False)

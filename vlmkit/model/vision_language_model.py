@@ -1,14 +1,14 @@
 """``VisionLanguageModel``: vision encoder -> connector -> fusion -> language model.
 
-The four parts are injected; the model only wires them and checks that they agree
-(widths, and image placeholders versus visual tokens). The connector is given as a
-factory ``(in_dim, out_dim) -> Connector`` so its widths follow the encoder and the
-LM; swapping it from YAML or the command line needs no dimension bookkeeping.
+The four parts are injected and used only through their contracts (:mod:`vlmkit.interfaces`); the model wires them
+and checks that they agree (widths, image placeholders versus visual tokens, packing). The connector is given as a
+factory ``(in_dim, out_dim) -> Connector`` so its widths follow the encoder and the LM; swapping it from YAML or the
+command line needs no dimension bookkeeping. Generation is :mod:`vlmkit.model.generation`, NEFTune
+:mod:`vlmkit.model.neftune`.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,24 +16,19 @@ import torch
 from torch import nn
 
 from vlmkit.checks import check_equal, host_reads_are_free
-from vlmkit.data.token_budget import TokenBudget, token_budget
-from vlmkit.decoding import (
-    HostCopy,
-    StopStringWatcher,
-    all_ranks,
-    check_prompts,
-    host_lag,
-    next_token,
-    sharded_across_ranks,
-    stop_string_candidates,
-)
+from vlmkit.deprecation import renamed_argument
 from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
-from vlmkit.llm.transformers_lm import output_cache
+from vlmkit.interfaces import Connector, Fusion, LanguageModel, LanguageModelOutput, VisionEncoder
+from vlmkit.model.generation import generate
+from vlmkit.model.neftune import neftune, sample_lengths
+from vlmkit.model.token_budget import TokenBudget, token_budget
 from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, IMAGE_TOKEN, VLM_SPECIAL_TOKENS
 from vlmkit.trainability import Trainability, apply_activation_checkpointing, apply_trainability
 
 ConnectorFactory = Callable[[int, int], nn.Module]
-"""Builds a connector from ``(in_dim, out_dim)``; in YAML, a ``class_path`` plus ``init_args`` without the dims."""
+"""Builds a :class:`~vlmkit.interfaces.Connector` from ``(in_dim, out_dim)``; in YAML, a ``class_path`` plus
+``init_args`` without the dims. (Constructor arguments are typed ``nn.Module`` rather than with the Protocols, which
+YAML parsing would take for callables; the Protocols are what the model uses of them.)"""
 
 
 class VisionLanguageModel(nn.Module):
@@ -58,7 +53,8 @@ class VisionLanguageModel(nn.Module):
             uniform noise of scale ``alpha / sqrt(L * d)`` to the text embeddings
             (``L`` = the sample's real length); 0 disables it. Eval is never noised.
         gradient_checkpointing: Recompute the activations of every repeated block
-            (:meth:`block_classes`) in the backward pass instead of storing them.
+            (:meth:`block_classes`) in the backward pass instead of storing them (vlmkit's one switch for it:
+            :func:`~vlmkit.trainability.apply_activation_checkpointing`).
         chat_template: The Jinja chat template of the model's text format, when it comes from a checkpoint
             (``import_idefics2`` passes the checkpoint's): processors then render conversations exactly as
             transformers' processor does with it. ``None``: vlmkit's own layout (:class:`~vlmkit.text.ChatTemplate`).
@@ -71,6 +67,11 @@ class VisionLanguageModel(nn.Module):
         >>> vlm = VisionLanguageModel(encoder, connector, lm)  # doctest: +SKIP
         >>> out = vlm(input_ids, attention_mask, pixel_values, patch_mask)  # doctest: +SKIP
     """
+
+    vision_encoder: VisionEncoder
+    connector: Connector
+    fusion: Fusion
+    language_model: LanguageModel
 
     def __init__(
         self,
@@ -122,6 +123,20 @@ class VisionLanguageModel(nn.Module):
         """The language model's tokenizer, with the image tokens."""
         return self.language_model.tokenizer
 
+    @property
+    def supports_packing(self) -> bool:
+        """Whether packed rows (several samples per row, ``segment_ids``) can run: the fusion and the LM declare it."""
+        return bool(self.fusion.supports_packing and self.language_model.supports_packing)
+
+    def check_packing(self) -> None:
+        """Raise ``ValueError`` naming the part that does not support packed rows (see :attr:`supports_packing`)."""
+        refusing = [type(part).__name__ for part in (self.fusion, self.language_model) if not part.supports_packing]
+        if refusing:
+            raise ValueError(
+                f"packed rows (segment_ids, sequence packing) need a fusion and a language model that support them: "
+                f"{' and '.join(refusing)} declare{'s' if len(refusing) == 1 else ''} supports_packing=False"
+            )
+
     def block_classes(self) -> tuple[type[nn.Module], ...]:
         """The repeated block classes of all parts (vision layers, connector layers, fusion blocks, decoder layers).
 
@@ -131,27 +146,35 @@ class VisionLanguageModel(nn.Module):
             return self._block_classes
         classes: list[type[nn.Module]] = []
         for part in (self.vision_encoder, self.connector, self.fusion, self.language_model):
-            block = getattr(part, "block_class", None)
-            if isinstance(block, type) and block not in classes:
+            block = part.block_class
+            if block is not None and block not in classes:
                 classes.append(block)
         return tuple(classes)
 
     def num_image_tokens(self, height: int, width: int) -> int:
-        """Placeholder tokens the text must hold for one ``height x width`` image."""
+        """Placeholder tokens the text must hold for one processed ``height x width`` image."""
         patch = self.vision_encoder.patch_size
-        num_patches = (height // patch) * (width // patch)
-        return self.fusion.tokens_per_image(self.connector.num_visual_tokens(num_patches))
+        return self._tokens_for_patches((height // patch) * (width // patch))
 
     def token_budget(
-        self, height: int, width: int, max_image_size: int = 980, min_image_size: int = 378, split: bool = False
+        self,
+        height: int,
+        width: int,
+        max_image_size: int = 980,
+        min_image_size: int = 378,
+        split_images: bool = False,
+        *,
+        split: bool | None = None,
     ) -> TokenBudget:
-        """Encoder patches and visual tokens a ``height x width`` image costs this model (see ``token_budget``)."""
+        """Encoder patches and visual tokens a ``height x width`` image costs this model.
 
-        def tokens_for_patches(num_patches: int) -> int:
-            return self.fusion.tokens_per_image(self.connector.num_visual_tokens(num_patches))
-
+        See :func:`~vlmkit.model.token_budget.token_budget`; ``split`` is the deprecated name of ``split_images``.
+        """
+        owner = "VisionLanguageModel.token_budget"
+        split_images = renamed_argument(owner, "split", split, "split_images", split_images, False)
+        patch_size = self.vision_encoder.patch_size
         return token_budget(
-            height, width, self.vision_encoder.patch_size, tokens_for_patches, max_image_size, min_image_size, split
+            height, width, patch_size, self._tokens_for_patches, max_image_size, min_image_size, split_images
         )
 
     def encode_images(
@@ -166,7 +189,7 @@ class VisionLanguageModel(nn.Module):
         features = self.vision_encoder(pixel_values, patch_mask)  # [n, p, d_vision]
         mask = None
         if patch_mask is not None:
-            features, mask = _pack_real_patches(features, patch_mask.flatten(1))  # [n, p, d_vision], [n, p]
+            features, mask = _real_patches_first(features, patch_mask.flatten(1))  # [n, p, d_vision], [n, p]
         features = features.to(_weight_dtype(self.connector, features.dtype))  # frozen bf16 encoder, fp32 connector
         visual_tokens = self.connector(features, mask)  # [n, v, d_llm]
         return visual_tokens, self.connector.output_mask(mask)
@@ -181,7 +204,7 @@ class VisionLanguageModel(nn.Module):
         cache: Any = None,
         use_cache: bool = False,
         segment_ids: torch.Tensor | None = None,
-    ):
+    ) -> LanguageModelOutput:
         """Logits for interleaved text and images.
 
         Args:
@@ -194,20 +217,20 @@ class VisionLanguageModel(nn.Module):
             use_cache: Return the KV cache.
             segment_ids: Packed rows: sample index of every token ``[b, s]`` (padding ``-1``), with
                 ``position_ids`` restarting per sample; attention stays within each sample
-                (see ``vlmkit.data.sequence_packing``). Fully autoregressive fusion only.
+                (see ``vlmkit.data.sequence_packing``). Needs :attr:`supports_packing`.
 
         Returns:
-            The LM's ``CausalLMOutputWithPast`` (``logits [b, s, vocab]``).
+            The LM's output (``logits [b, s, vocab]``; with ``use_cache`` its ``cache``).
 
         Raises:
             ValueError: If placeholders and visual tokens disagree in number (both counts named), or
-                ``segment_ids`` come with another fusion or without ``position_ids``.
+                ``segment_ids`` come with a part that does not support packing (named) or without ``position_ids``.
         """
         image_token_mask = input_ids == self.image_token_id  # [b, s]
         self._check_placeholders(image_token_mask, pixel_values, patch_mask)
         inputs_embeds = self.language_model.get_input_embeddings()(input_ids)  # [b, s, d_llm]
         if self.training and self.neftune_alpha > 0:
-            inputs_embeds = neftune(inputs_embeds, _sample_lengths(attention_mask, segment_ids), self.neftune_alpha)
+            inputs_embeds = neftune(inputs_embeds, sample_lengths(attention_mask, segment_ids), self.neftune_alpha)
         packing = {}
         if segment_ids is not None:
             self._check_packing(position_ids)
@@ -229,11 +252,12 @@ class VisionLanguageModel(nn.Module):
         )
 
     def _check_packing(self, position_ids: torch.Tensor | None) -> None:
-        """Packed rows need the fully autoregressive fusion and per-sample ``position_ids``."""
-        if not isinstance(self.fusion, FullyAutoregressiveFusion):
-            raise ValueError(
-                f"packed sequences (segment_ids) need FullyAutoregressiveFusion, not {type(self.fusion).__name__}"
-            )
+        """Packed rows need a fusion that passes them through and per-sample ``position_ids``.
+
+        The language model refuses packed rows itself, naming why (its attention, its position scheme).
+        """
+        if not self.fusion.supports_packing:
+            self.check_packing()
         if position_ids is None:
             raise ValueError("packed sequences need position_ids restarting at 0 for every sample")
 
@@ -301,136 +325,30 @@ class VisionLanguageModel(nn.Module):
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Greedy (or sampled) decoding with a KV cache; prompts must be left-padded.
+        """Greedy (or sampled) decoding with a KV cache; prompts ``[b, s]`` left-padded; ids ``[b, <= max_new_tokens]``.
 
-        Each sequence stops on its own, at a stop token or once its text contains a stop
-        string (e.g. the paper's ``Question`` and ``User``, appendix A.3.1); later positions
-        hold the pad id. :func:`vlmkit.eval.generation.decode` cuts the text at the stop string.
-        The decode loop keeps its state on the device (on CUDA the host reads it one step late,
-        without stalling the device; see :mod:`vlmkit.decoding`). When the weights are sharded
-        across processes (FSDP), all ranks decode in lockstep until every rank is done: each
-        forward all-gathers weights. Results are the same either way.
-
-        Args:
-            input_ids: Prompt ids ``[b, s]``, left-padded.
-            attention_mask: ``1`` on real prompt tokens ``[b, s]``.
-            pixel_values: Images of the prompts ``[n, 3, H, W]``.
-            patch_mask: Real patches ``[n, h, w]``.
-            max_new_tokens: Upper bound on generated tokens.
-            stop_token_ids: Tokens that end a sequence (default: ``<end_of_utterance>`` and EOS);
-                kept in the output.
-            stop_strings: Texts that end a sequence once generated.
-            do_sample: Sample instead of taking the argmax.
-            temperature: Softmax temperature when sampling.
-            top_p: Nucleus sampling mass when sampling.
-            generator: Random generator for reproducible sampling.
-
-        Returns:
-            Generated ids ``[b, <= max_new_tokens]`` (prompt excluded).
-
-        Raises:
-            ValueError: For ``max_new_tokens < 1``, an empty prompt, or prompt rows that are all
-                padding or not left-padded (naming the rows).
+        See :func:`vlmkit.model.generation.generate` (arguments, stopping, distributed lockstep).
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        attention_mask = check_prompts(input_ids, attention_mask)
-        device, batch_size = input_ids.device, input_ids.shape[0]
-        stop_ids = stop_token_ids if stop_token_ids is not None else self.stop_token_ids
-        stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-        pad_id = self.tokenizer.pad_token_id
-        watcher = None
-        if stop_strings:
-            watcher = StopStringWatcher(self.tokenizer, stop_strings, self._stop_candidates(stop_strings), batch_size)
-        lockstep, lag = sharded_across_ranks(self), host_lag(device)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [b, s]
-        out = self(input_ids, attention_mask, pixel_values, patch_mask, position_ids=position_ids, use_cache=True)
-        generated = torch.full((batch_size, max_new_tokens), pad_id, dtype=torch.long, device=device)
-        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
-        last_step = torch.full((batch_size,), max_new_tokens - 1, dtype=torch.long, device=device)  # row's end
-        seen: deque[tuple[int, HostCopy, HostCopy]] = deque()  # (step, tokens, finished) for the watcher
-        done_flags: deque[HostCopy] = deque()
-
-        def read_stop_strings(step: int, keep: int) -> None:
-            """Let the watcher read all but the ``keep`` latest steps; rows that hit a stop string end there."""
-            while len(seen) > keep:
-                hit_step, ids, hit_finished = seen.popleft()
-                rows = watcher.update(ids.get(), hit_finished.get())
-                if rows:  # tokens generated before the host saw the hit become padding
-                    finished[rows] = True
-                    last_step[rows] = hit_step
-                    generated[rows, hit_step + 1 : step + 1] = pad_id
-
-        for step in range(max_new_tokens):
-            next_ids = next_token(out.logits[:, -1], do_sample, temperature, top_p, generator)  # [b]
-            next_ids = torch.where(finished, torch.full_like(next_ids, pad_id), next_ids)
-            generated[:, step] = next_ids
-            stopped = torch.isin(next_ids, stops) & ~finished  # [b]
-            last_step = torch.where(stopped, step, last_step)
-            finished |= stopped
-            if step == max_new_tokens - 1:
-                break
-            if watcher is not None:
-                seen.append((step, HostCopy(next_ids), HostCopy(finished)))
-                read_stop_strings(step, keep=lag)
-            all_done = finished.all()
-            done_flags.append(HostCopy(all_ranks(all_done) if lockstep else all_done))
-            if len(done_flags) > lag and bool(done_flags.popleft().get()):
-                break
-            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-            position_ids = position_ids[:, -1:] + 1  # [b, 1]
-            embeds = self.language_model.get_input_embeddings()(next_ids[:, None])  # [b, 1, d]
-            out = self.fusion(
-                self.language_model,
-                embeds,
-                torch.zeros_like(next_ids[:, None], dtype=torch.bool),
-                None,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=output_cache(out),
-                use_cache=True,
-            )
-        if watcher is not None:
-            read_stop_strings(step, keep=0)
-        return generated[:, : int(last_step.max()) + 1]  # up to the step the last row ended: one host sync
-
-    def _stop_candidates(self, stop_strings: Sequence[str]) -> torch.Tensor:
-        """:func:`~vlmkit.decoding.stop_string_candidates` of the tokenizer, cached per set of stop strings."""
-        cache = self.__dict__.setdefault("_stop_candidates_cache", {})
-        key = tuple(stop_strings)
-        if key not in cache:
-            cache[key] = stop_string_candidates(self.tokenizer, key)
-        return cache[key]
+        return generate(
+            self,
+            input_ids,
+            attention_mask,
+            pixel_values,
+            patch_mask,
+            max_new_tokens=max_new_tokens,
+            stop_token_ids=stop_token_ids,
+            stop_strings=stop_strings,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            generator=generator,
+        )
 
 
-def neftune(embeds: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
-    """NEFTune: ``embeds + U(-1, 1) * alpha / sqrt(L * d)`` ``[b, s, d]``.
-
-    Args:
-        embeds: Token embeddings ``[b, s, d]``.
-        lengths: ``L``, the real length of the sample each token belongs to, ``[b, s]``.
-        alpha: Noise scale.
-    """
-    scale = alpha / torch.sqrt(lengths.clamp(min=1).to(embeds.dtype) * embeds.shape[-1])  # [b, s]
-    noise = torch.empty_like(embeds).uniform_(-1, 1)  # [b, s, d]
-    return embeds + noise * scale[..., None]
-
-
-def _sample_lengths(attention_mask: torch.Tensor | None, segment_ids: torch.Tensor | None) -> torch.Tensor:
-    """Real length of the sample each token belongs to ``[b, s]`` (packed rows: of its segment)."""
-    if segment_ids is not None:
-        same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [b, s, s]
-        return same.sum(-1)
-    if attention_mask is None:
-        raise ValueError("NEFTune needs the attention_mask (or segment_ids) to know each sample's length")
-    return attention_mask.sum(-1, keepdim=True).expand_as(attention_mask)
-
-
-def _new_token_rows(language_model: nn.Module, token_ids: list[int]) -> dict[str, list[int]]:
+def _new_token_rows(language_model: LanguageModel, token_ids: list[int]) -> dict[str, list[int]]:
     """Names (inside ``language_model``) of its input and output embeddings, mapped to the new tokens' rows."""
     layers = [language_model.get_input_embeddings()]
-    get_output = getattr(language_model, "get_output_embeddings", None)
-    output = get_output() if get_output is not None else None
+    output = language_model.get_output_embeddings()
     if output is not None and output.weight is not layers[0].weight:  # untied head: its rows are new too
         layers.append(output)
     names = {id(m): n for n, m in language_model.named_modules()}
@@ -442,7 +360,7 @@ def _weight_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), default)
 
 
-def _pack_real_patches(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _real_patches_first(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each image's real patches to the front, keeping their order.
 
     Args:
@@ -450,9 +368,9 @@ def _pack_real_patches(features: torch.Tensor, mask: torch.Tensor) -> tuple[torc
         mask: ``[n, p]`` bool, True on real patches.
 
     Returns:
-        The reordered features ``[n, p, d]`` and the mask of the packed layout ``[n, p]``.
+        The reordered features ``[n, p, d]`` and the mask of the new layout (a prefix of each row) ``[n, p]``.
     """
     order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # real first, stable
-    packed = features.gather(1, order.unsqueeze(-1).expand_as(features))  # [n, p, d]
+    reordered = features.gather(1, order.unsqueeze(-1).expand_as(features))  # [n, p, d]
     positions = torch.arange(mask.shape[1], device=mask.device)
-    return packed, positions.unsqueeze(0) < mask.sum(1, keepdim=True)
+    return reordered, positions.unsqueeze(0) < mask.sum(1, keepdim=True)
