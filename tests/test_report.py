@@ -3,9 +3,10 @@ import functools
 import pytest
 from tiny_models import build_tiny_vlm
 
+from vlmkit.cli.report import main
 from vlmkit.connectors import PerceiverResampler
 from vlmkit.fusion import CrossAttentionFusion
-from vlmkit.report import main, model_report
+from vlmkit.report import model_report
 
 CONNECTOR = functools.partial(
     PerceiverResampler, num_latents=4, depth=1, num_heads=2, head_dim=16, num_key_value_heads=1

@@ -5,14 +5,14 @@ and then either every LoRA/DoRA adapter is merged into its base weights (``model
 same recipe composed without adapters, no peft needed; quantized (QLoRA) layers are dequantized first, so the
 file loads into the recipe with ``quantization: null``), or only the trainable parameters are written
 (``trainable.safetensors``: adapters, connector, fusion blocks, new token rows; loads onto a freshly composed
-model with :func:`vlmkit.adapters.load_trainable`). The resolved recipe is saved next to the weights.
+model with :func:`vlmkit.adapters.load_trainable`). The command ``vlmkit export`` (:mod:`vlmkit.cli.export`) rebuilds
+the model from the recipe and saves the resolved recipe next to the weights:
 
     vlmkit export --config recipes/quickstart.yaml --ckpt_path runs/.../last.ckpt --output_dir exported/
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -60,31 +60,4 @@ def export(
         save_file(state, str(path))
         summary = {"kind": "merged" if merged else "full", "dequantized": quantized, "tensors": len(state)}
     (output / "export.json").write_text(json.dumps({**summary, "checkpoint": ckpt_path}, indent=2) + "\n")
-    return path
-
-
-def main(args: list[str] | None = None) -> Path:
-    """Entry point of ``vlmkit export``; recipe arguments (``--config``, ``--model.*``) build the model."""
-    parser = argparse.ArgumentParser(
-        prog="vlmkit export",
-        description="Export a trained vlmkit model: adapters merged into plain safetensors weights, or adapters only. "
-        "All other arguments (--config, --model.*) are the recipe's, as given to `vlmkit fit`.",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="Lightning checkpoint file or sharded checkpoint folder")
-    parser.add_argument("--output_dir", required=True, help="folder for model.safetensors / trainable.safetensors")
-    parser.add_argument("--adapters_only", action="store_true", help="save only trainable parameters (no merge)")
-    parser.add_argument(
-        "--trust_checkpoint",
-        action="store_true",
-        help="unpickle the checkpoint in full (weights_only=False): runs any code it holds; only for files you trust",
-    )
-    known, recipe_args = parser.parse_known_args(args)
-    from vlmkit.cli import build_cli
-    from vlmkit.training.safe_loading import existing_checkpoint
-
-    existing_checkpoint(known.ckpt_path)  # fail before building the model
-    cli = build_cli([*recipe_args, "--trainer.logger", "false"], run=False)
-    path = export(cli.model.vlm, known.ckpt_path, known.output_dir, known.adapters_only, known.trust_checkpoint)
-    cli.parser.save(cli.config, str(Path(known.output_dir) / "recipe.yaml"), overwrite=True, skip_check=True)
-    print(f"wrote {path}")
     return path

@@ -1,6 +1,7 @@
 """Parameters and forward FLOPs of a composed model, per part (the paper's Table 3 comparison).
 
-    python -m vlmkit.report --config recipes/quickstart.yaml [--config ...] --text-length 128 --num-images 1
+    vlmkit report --config recipes/quickstart.yaml [--config ...] --text-length 128 --num-images 1
+    python -m vlmkit.report ...   (the same)
 
 Counts come from the model itself: parameters per part (total and trainable, as declared at
 composition) and FLOPs measured by ``torch.utils.flop_counter`` on one sample of the given text
@@ -9,8 +10,6 @@ length and number of images, so any fusion, connector or backbone is accounted t
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,22 +79,7 @@ def model_report(
     return ModelReport(parameters, counter.get_total_flops(), len(ids))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Build the model of a recipe (``--config`` as for ``vlmkit``) and print its report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text-length", type=int, default=128, help="text tokens of the sample")
-    parser.add_argument("--num-images", type=int, default=1, help="images of the sample")
-    parser.add_argument("--image-size", type=int, nargs=2, default=None, help="processed image HEIGHT WIDTH")
-    args, rest = parser.parse_known_args(argv)
-    from vlmkit.cli import build_cli
+if __name__ == "__main__":  # python -m vlmkit.report: the same as `vlmkit report`
+    from vlmkit.cli.report import main
 
-    cli = build_cli(rest, run=False)
-    vlm = cli.model.vlm.eval()
-    size = tuple(args.image_size) if args.image_size else (cli.datamodule.hparams.get("max_image_size", 384),) * 2
-    patch = vlm.vision_encoder.patch_size
-    size = tuple(max(patch, s // patch * patch) for s in size)
-    print(model_report(vlm, args.text_length, args.num_images, size).table())
-
-
-if __name__ == "__main__":
     main()

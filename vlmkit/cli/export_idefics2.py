@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vlmkit.cli.lightning_cli import build_cli
 from vlmkit.interop.idefics2 import export_idefics2
 from vlmkit.interop.idefics2_processing import Idefics2ProcessorSettings
+from vlmkit.training.checkpoints import load_model_weights
+from vlmkit.training.safe_loading import existing_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +49,6 @@ def main(args: list[str] | None = None) -> Path:
         CheckpointError: If the checkpoint is missing, empty, truncated or needs full unpickling (without
             ``--trust_checkpoint``); the message names the file.
     """
-    from vlmkit.cli import build_cli
-    from vlmkit.training.checkpoints import load_model_weights
-    from vlmkit.training.safe_loading import existing_checkpoint
-
     options, recipe_args = build_parser().parse_known_args(args)
     if options.ckpt_path is not None:
         existing_checkpoint(options.ckpt_path)  # fail before building the model

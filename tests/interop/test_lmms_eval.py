@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmkit.eval.lmms_eval_adapter import VlmkitLMMSAdapter, lmms_eval_model
+from vlmkit.interop.lmms_eval import VlmkitLMMSAdapter, lmms_eval_model
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,12 @@ def test_non_image_visuals_and_missing_lmms_eval_are_reported(adapter, tiny_vlm,
     monkeypatch.setitem(sys.modules, "lmms_eval.api.model", None)
     with pytest.raises(ImportError, match="pip install lmms-eval"):
         lmms_eval_model(tiny_vlm)
+
+
+def test_the_old_module_path_still_works_with_a_warning():
+    import importlib
+
+    sys.modules.pop("vlmkit.eval.lmms_eval_adapter", None)
+    with pytest.warns(FutureWarning, match="vlmkit.eval.lmms_eval_adapter is now vlmkit.interop.lmms_eval"):
+        old = importlib.import_module("vlmkit.eval.lmms_eval_adapter")
+    assert old.lmms_eval_model is lmms_eval_model

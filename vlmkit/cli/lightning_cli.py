@@ -1,4 +1,4 @@
-"""The ``vlmkit`` command: LightningCLI over ``VLMModule`` and any ``LightningDataModule``.
+"""``vlmkit fit|validate|test|predict``: LightningCLI over ``VLMModule`` and any ``LightningDataModule``.
 
 ``vlmkit fit|validate|test|predict --config recipes/....yaml``; any part is swapped
 with a flag, e.g. ``--model.vlm.connector vlmkit.connectors.MLPProjection``.
@@ -19,14 +19,15 @@ from typing import Any, Literal
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
-from vlmkit.errors import CheckpointError, UserInputError
+from vlmkit.errors import CheckpointError
 from vlmkit.training.module import VLMModule
 
 DESCRIPTION = (
     "vlmkit: build, train and evaluate vision-language models from swappable parts "
     "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml. "
     "Also: `vlmkit data synth|build` (webdataset shards), `vlmkit export` (merged weights or adapters), "
-    "`vlmkit export-idefics2` (a transformers Idefics2 checkpoint); each has its own --help."
+    "`vlmkit export-idefics2` (a transformers Idefics2 checkpoint), `vlmkit report` (parameters and FLOPs per "
+    "part); each has its own --help."
 )
 
 ConfigMismatch = Literal["error", "use_checkpoint", "use_command_line"]
@@ -196,38 +197,3 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         args=args,
         run=run,
     )
-
-
-def _one_line(err: BaseException) -> str:
-    """The message of ``err``; for an error re-raised from a dataloader worker, the worker's own last line."""
-    text = str(err).strip()
-    if "Original Traceback" in text:
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(text.split("\n"))
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``vlmkit`` console script."""
-    argv = sys.argv[1:] if args is None else list(args)
-    try:
-        if argv[:1] == ["data"]:
-            from vlmkit.data.build import main as data_main
-
-            data_main(argv[1:])
-        elif argv[:1] == ["export"]:
-            from vlmkit.export import main as export_main
-
-            export_main(argv[1:])
-        elif argv[:1] == ["export-idefics2"]:
-            from vlmkit.interop.cli import main as export_idefics2_main
-
-            export_idefics2_main(argv[1:])
-        else:
-            build_cli(args)  # None: LightningCLI reads sys.argv itself
-    except UserInputError as err:
-        sys.exit(f"vlmkit: error: {_one_line(err)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,7 @@ import torch
 from vlmkit.cli import build_cli, main
 from vlmkit.training import VLMModule
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
 SMALL = [
     "--data.init_args.num_train=16",
