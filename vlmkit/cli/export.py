@@ -1,4 +1,4 @@
-"""``vlmkit export``: rebuild a recipe's model, load a checkpoint, write merged weights or adapters (:mod:`vlmkit.export`).
+"""``vlmkit export``: a recipe's model, a checkpoint loaded, merged weights or adapters written (:mod:`vlmkit.export`).
 
 vlmkit export --config recipes/quickstart.yaml --ckpt_path runs/.../last.ckpt --output_dir exported/
 """
