@@ -202,3 +202,13 @@ def test_config_differences_count_only_what_was_given():
         (("vlm", "init_args", "connector"), "Perceiver", "MLP"),  # one difference for the whole part
         (("vlm", "init_args", "encoder", "init_args", "config", "head"), None, False),
     ]
+
+
+def test_the_model_gets_the_evaluator_its_data_brings(tmp_path):
+    evaluation = str(ROOT / "recipes" / "eval" / "synthetic.yaml")
+    args = ["--trainer.logger", "false", f"--trainer.default_root_dir={tmp_path}"]
+    cli = build_cli(["--config", QUICKSTART, "--config", evaluation, *args], run=False)
+    assert cli.model.evaluator is cli.datamodule.evaluator
+    assert [task.name for task in cli.model.evaluator.tasks] == ["synthetic_0shot", "synthetic_8shot"]
+    assert "evaluator" not in cli.model.hparams  # wired from the data, not a saved model argument
+    assert build_cli(["--config", QUICKSTART, *args], run=False).model.evaluator is None

@@ -200,8 +200,8 @@ def generation_tasks() -> EvaluationDataModule:
     return EvaluationDataModule([task], batch_size=2, max_image_size=32, min_image_size=16)
 
 
-def eval_module(module_class=VLMModule) -> VLMModule:
-    return module_class(build_tiny_vlm(), max_new_tokens=4)
+def eval_module(module_class=VLMModule, **kwargs) -> VLMModule:
+    return module_class(build_tiny_vlm(), max_new_tokens=4, **kwargs)
 
 
 def task_data() -> SyntheticVQADataModule:
@@ -291,7 +291,10 @@ def main_eval(out: Path, lm_path: str) -> None:
     results = {"tasks": evaluation_trainer(2, out).validate(eval_module(ColorOracle), task_data(), verbose=False)}
     for n in (5, 1):  # readers with 3 and 2 batches; with 1 and 0 batches
         results[f"mixture{n}"] = evaluation_trainer(2, out).validate(eval_module(), mixture_data(n), verbose=False)
-    results["generation"] = evaluation_trainer(2, out).validate(eval_module(), generation_tasks(), verbose=False)
+    tasks = generation_tasks()
+    results["generation"] = evaluation_trainer(2, out).validate(
+        eval_module(evaluator=tasks.evaluator), tasks, verbose=False
+    )
     (out / f"validate_rank{rank}.json").write_text(json.dumps(results))
 
     # 20.9 + 20.1: predictions of both ranks, each sample once, generated in lockstep

@@ -207,8 +207,9 @@ def test_mixture_validation_runs_even_steps_and_equals_one_process(eval_runs, wo
 
 def test_generation_based_evaluation_over_two_ranks_equals_one_process(eval_runs, worker, tmp_path):
     two = [results["generation"][0] for results in _ranks(eval_runs, "validate")]
+    tasks = worker.generation_tasks()
     one = worker.evaluation_trainer(1, tmp_path).validate(
-        worker.eval_module(), worker.generation_tasks(), verbose=False
+        worker.eval_module(evaluator=tasks.evaluator), tasks, verbose=False
     )
     assert two[0] == two[1] == one[0] and two[0]["val/synthetic"] // 1e6 == 5  # the same 5 answers, each once
 

@@ -58,3 +58,74 @@ def test_warmup_cosine_schedule():
     assert lrs[0] == pytest.approx(0.2) and lrs[3] == pytest.approx(0.8)
     assert lrs[4] == pytest.approx(1.0) and lrs[9] == pytest.approx(0.55)
     assert lrs[14] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.1)
+
+
+def plain_batches(vlm, num_batches: int = 2) -> list[dict]:
+    """Collated batches made without any vlmkit data module, carrying extra keys a user's data might have."""
+    from PIL import Image
+
+    from vlmkit.data import VLMCollator, VLMProcessor
+    from vlmkit.text import Turn
+
+    processor = VLMProcessor.from_model(vlm, max_image_size=32, min_image_size=16)
+    collate = VLMCollator(vlm.tokenizer.pad_token_id, vlm.vision_encoder.patch_size)
+    batches = []
+    for b in range(num_batches):
+        items = []
+        for i, (color, name) in enumerate([((200, 0, 0), "red"), ((0, 0, 200), "blue")]):
+            turns = [Turn("user", [{"type": "image"}, "What color?"]), Turn("assistant", [name])]
+            item = processor([Image.new("RGB", (16 + 8 * b, 24), color)], turns)
+            item.update(references=[name], task_index=i, task="color")  # keys that mean nothing to the module
+            items.append(item)
+        batches.append(collate(items))
+    return batches
+
+
+class DataWithExtras(__import__("lightning").LightningDataModule):
+    """A data module with attributes vlmkit's data modules have: the module must not read them."""
+
+    def __init__(self, batches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def majority_baseline(self, split: str = "val") -> float:
+        return 0.123
+
+    @property
+    def evaluation_tasks(self):
+        raise AssertionError("VLMModule read the data module's evaluation_tasks")
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.batches, batch_size=None)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(self.batches, batch_size=None)
+
+
+def test_the_module_trains_and_validates_on_plain_dataloaders_of_batches():
+    import lightning as L
+    from tiny_models import build_tiny_vlm
+
+    vlm = build_tiny_vlm(train_language_model="full")
+    batches = plain_batches(vlm)
+    module = VLMModule(vlm, learning_rates={"connector": 1e-2})
+    before = {n: p.detach().clone() for n, p in vlm.named_parameters() if p.requires_grad}
+    options = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = L.Trainer(max_steps=2, num_sanity_val_steps=0, enable_model_summary=False, **options)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert any(not torch.equal(p, before[n]) for n, p in vlm.named_parameters() if n in before)
+    metrics = L.Trainer(enable_model_summary=False, **options).validate(module, loader, verbose=False)[0]
+    assert {"val/loss", "val/accuracy", "val/accuracy_color"} <= set(metrics)  # teacher-forced, per task
+    assert module.evaluation_results == {}
+
+
+def test_the_module_reads_nothing_from_the_data_module():
+    import lightning as L
+    from tiny_models import build_tiny_vlm
+
+    vlm = build_tiny_vlm()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    metrics = trainer.validate(VLMModule(vlm), DataWithExtras(plain_batches(vlm, 1)), verbose=False)[0]
+    assert "val/loss" in metrics and "val/majority_baseline" not in metrics

@@ -123,7 +123,8 @@ class VLMKitCLI(LightningCLI):
     """``LightningCLI`` that reads ``--ckpt_path`` safely and never lets the checkpoint's model silently win."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add ``--config_mismatch``."""
+        """Add ``--config_mismatch``; give the model the evaluator its data brings (evaluation tasks)."""
+        parser.link_arguments("data", "model.evaluator", compute_fn=data_evaluator, apply_on="instantiate")
         parser.add_argument(
             "--config_mismatch",
             type=ConfigMismatch,
@@ -184,6 +185,11 @@ class VLMKitCLI(LightningCLI):
         except SystemExit:
             sys.stderr.write(f"vlmkit: error: the model configuration saved in {path} does not parse\n")
             raise
+
+
+def data_evaluator(data: Any) -> Any:
+    """The evaluator a data module brings (``EvaluationDataModule``, ``TrainWithEvaluation``), else ``None``."""
+    return getattr(data, "evaluator", None)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:

@@ -137,6 +137,8 @@ class SyntheticVQADataModule(L.LightningDataModule):
         self.processor: VLMProcessor | None = None
         self.patch_size: int | None = None
         self._resume: dict[str, int] = {}
+        self._baselines: dict[str, float] = {}
+        self._baseline_logged_at: int | None = None
 
     def connect(self, model: VisionLanguageModel) -> None:
         """Build the processor from ``model`` (done automatically by ``setup`` under a Trainer)."""
@@ -165,13 +167,26 @@ class SyntheticVQADataModule(L.LightningDataModule):
             self.connect(module.vlm)
 
     def majority_baseline(self, split: str = "val") -> float:
-        """Accuracy of always answering each task's most common answer on ``split``."""
-        data = self._raw(split)
-        by_task: dict[str, Counter] = {}
-        for i in range(len(data)):
-            sample = data[i]
-            by_task.setdefault(sample.task, Counter())[sample.answer] += 1
-        return sum(c.most_common(1)[0][1] for c in by_task.values()) / max(1, len(data))
+        """Accuracy of always answering each task's most common answer on ``split`` (computed once per split)."""
+        if split not in self._baselines:
+            data = self._raw(split)
+            by_task: dict[str, Counter] = {}
+            for i in range(len(data)):
+                sample = data[i]
+                by_task.setdefault(sample.task, Counter())[sample.answer] += 1
+            self._baselines[split] = sum(c.most_common(1)[0][1] for c in by_task.values()) / max(1, len(data))
+        return self._baselines[split]
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """At each validation (not the sanity check), log ``val/majority_baseline`` next to the model's accuracy."""
+        trainer = self.trainer
+        if trainer is None or not trainer.validating or trainer.sanity_checking:
+            return batch
+        if self._baseline_logged_at != trainer.global_step:
+            self._baseline_logged_at = trainer.global_step
+            for logger in trainer.loggers:
+                logger.log_metrics({"val/majority_baseline": self.majority_baseline("val")}, trainer.global_step)
+        return batch
 
     def dataset(self, split: str) -> ProcessedVQA:
         """The processed samples of ``split`` (``train``, ``val``, ``test`` or ``predict``)."""

@@ -1,12 +1,14 @@
 """Data modules for evaluation: tasks alone (``validate``/``test``), or beside training data (``fit``).
 
-``EvaluationDataModule`` serves one left-padded prompt dataloader per ``EvalTask``;
-``TrainWithEvaluation`` adds those dataloaders to a training data module's validation,
-so ``fit`` scores the benchmarks every ``val_check_interval`` steps (on small subsets
-via each reader's ``limit``).
+``EvaluationDataModule`` serves one left-padded prompt dataloader per ``EvalTask`` and exposes the
+:class:`~vlmkit.eval.evaluator.GenerationEvaluator` that scores them (``VLMModule(evaluator=...)``; ``vlmkit``
+passes it on by itself). ``TrainWithEvaluation`` adds those dataloaders to a training data module's validation,
+so ``fit`` scores the benchmarks every ``val_check_interval`` steps (on small subsets via each reader's ``limit``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -15,6 +17,8 @@ from vlmkit.data.collate import VLMCollator
 from vlmkit.data.even_ranks import evaluation_sampling
 from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
+from vlmkit.deprecation import renamed_argument
+from vlmkit.eval.evaluator import GenerationEvaluator
 from vlmkit.eval.task import EvalTask, PromptDataset
 
 
@@ -28,8 +32,12 @@ class EvaluationDataModule(L.LightningDataModule):
         num_workers: DataLoader workers; ``None``: none on CPU, up to 4 per GPU process.
         max_image_size: Processor cap on the longest side.
         min_image_size: Processor target for the shortest side.
-        image_splitting: Split every image into 4 crops + itself (320 instead of 64 tokens in Idefics2).
+        eval_image_splitting: Split every image into 4 crops + itself (320 instead of 64 tokens in Idefics2).
         pin_memory: Page-locked batches for faster host-to-GPU copies; ``None``: when running on CUDA.
+        image_splitting: Deprecated name of ``eval_image_splitting``.
+
+    Attributes:
+        evaluator: The :class:`~vlmkit.eval.evaluator.GenerationEvaluator` of ``tasks``, for ``VLMModule``.
     """
 
     def __init__(
@@ -39,26 +47,32 @@ class EvaluationDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         max_image_size: int = 980,
         min_image_size: int = 378,
-        image_splitting: bool = False,
+        eval_image_splitting: bool = False,
         pin_memory: bool | None = None,
+        image_splitting: bool | None = None,
     ) -> None:
         super().__init__()
-        names = [task.name for task in tasks]
-        if not tasks or len(set(names)) != len(names):
-            raise ValueError(f"tasks must be a non-empty list with unique names, got {names}")
-        self.tasks = list(tasks)
+        self.evaluator = GenerationEvaluator(tasks)
+        self.tasks = self.evaluator.tasks
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.max_image_size = max_image_size
         self.min_image_size = min_image_size
-        self.image_splitting = image_splitting
+        self.eval_image_splitting = renamed_argument(
+            "EvaluationDataModule",
+            "image_splitting",
+            image_splitting,
+            "eval_image_splitting",
+            eval_image_splitting,
+            False,
+        )
         self.pin_memory = pin_memory
         self.processor: VLMProcessor | None = None
         self.patch_size: int | None = None
 
     @property
     def evaluation_tasks(self) -> list[EvalTask]:
-        """The tasks, in dataloader order (``VLMModule`` finds their metrics here)."""
+        """The tasks, in dataloader order."""
         return self.tasks
 
     def connect(self, model) -> None:
@@ -82,7 +96,7 @@ class EvaluationDataModule(L.LightningDataModule):
         for i, task in enumerate(self.tasks):
             # every sample once, the same number of batches on every rank (padding rows marked)
             dataset, sampler = evaluation_sampling(
-                PromptDataset(task, i, self.processor, self.image_splitting), self.trainer
+                PromptDataset(task, i, self.processor, self.eval_image_splitting), self.trainer
             )
             loaders.append(
                 DataLoader(
@@ -107,21 +121,25 @@ class EvaluationDataModule(L.LightningDataModule):
 class TrainWithEvaluation(L.LightningDataModule):
     """Train on one data module and validate on its validation data plus evaluation tasks.
 
+    The training data module's own hooks (batch transfer, state for resuming, teardown) keep running.
+
     Args:
         data: The training data module (its validation loader stays the first one).
         evaluation: The tasks scored by generation at every validation.
+
+    Attributes:
+        evaluator: ``evaluation.evaluator``, for ``VLMModule``.
     """
 
     def __init__(self, data: L.LightningDataModule, evaluation: EvaluationDataModule) -> None:
         super().__init__()
         self.data = data
         self.evaluation = evaluation
-        if hasattr(data, "majority_baseline"):
-            self.majority_baseline = data.majority_baseline
+        self.evaluator = evaluation.evaluator
 
     @property
     def evaluation_tasks(self) -> list[EvalTask]:
-        """The evaluation tasks (``VLMModule`` finds their metrics here)."""
+        """The evaluation tasks."""
         return self.evaluation.tasks
 
     def setup(self, stage: str | None = None) -> None:
@@ -137,3 +155,20 @@ class TrainWithEvaluation(L.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         """The training data's validation loader, then one loader per task."""
         return [self.data.val_dataloader(), *self.evaluation.val_dataloader()]
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The training data module's hook (its counters, logging)."""
+        return self.data.on_before_batch_transfer(batch, dataloader_idx)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training data's position, for checkpoints."""
+        return self.data.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training data."""
+        self.data.load_state_dict(state_dict)
+
+    def teardown(self, stage: str) -> None:
+        """Tear down both modules."""
+        for module in (self.data, self.evaluation):
+            module.teardown(stage)

@@ -2,7 +2,9 @@
 
 The model decides what is trainable (at composition); this module only turns the
 trainable parameters into per-part optimizer groups, computes the answer-only loss,
-and logs loss, learning rates, throughput and answer accuracy.
+and logs loss, learning rates, throughput and answer accuracy. It depends on nothing but its
+arguments and the batches it is given (see :class:`VLMModule` for their keys): evaluation by
+generation is a separate piece it may be given (:class:`~vlmkit.eval.evaluator.GenerationEvaluator`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from vlmkit.eval.generation import PAPER_STOP_STRINGS, decode
+from vlmkit.eval.evaluator import GenerationEvaluator
+from vlmkit.eval.generation import answer
 from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import IGNORE_INDEX
 from vlmkit.trainability import parameter_table
@@ -79,6 +82,13 @@ def answer_exact_match(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 class VLMModule(L.LightningModule):
     """Train, evaluate and query a ``VisionLanguageModel``.
 
+    Batches are dicts: ``input_ids`` and ``attention_mask`` ``[b, s]``, ``labels`` ``[b, s]`` (``-100`` where
+    untrained; training, validation, test), and optionally ``pixel_values [n, 3, H, W]`` with ``patch_mask``,
+    ``position_ids`` and ``segment_ids`` (packed rows), ``task`` (a name per row: per-task accuracy), ``padding`` (rows
+    that only keep ranks in step and count nowhere). Prediction batches are left-padded prompts; ``question``,
+    ``answer``, ``task`` and ``sample_index`` are copied into the prediction records. Any ``DataLoader`` of such
+    batches works; vlmkit's data modules produce them.
+
     Args:
         vlm: The composed model (trainability already declared on it).
         optimizer: Optimizer factory, called with the per-part parameter groups.
@@ -96,6 +106,9 @@ class VLMModule(L.LightningModule):
             (default ``FullyShard()``: full shard, stored dtype); ignored by other strategies.
         trust_init_from: Unpickle ``init_from`` in full (``weights_only=False``), with a warning. Unpickling runs
             any code the file holds: only for checkpoints you made or trust.
+        evaluator: Scores the validation/test batches it owns (prompt batches of benchmark tasks) by generation;
+            every other batch is scored by teacher forcing. ``vlmkit`` gives the module the evaluator of its data
+            (``EvaluationDataModule``, ``TrainWithEvaluation``); in Python, pass ``data.evaluator``.
     """
 
     def __init__(
@@ -109,13 +122,14 @@ class VLMModule(L.LightningModule):
         save_trainable_only: bool = False,
         sharding: FullyShard | None = None,
         trust_init_from: bool = False,
+        evaluator: GenerationEvaluator | None = None,
     ) -> None:
         super().__init__()
         # Under LightningCLI the hparams are the YAML config, which rebuilds `vlm` in `load_from_checkpoint`;
         # built in Python, the module itself is not duplicated into the checkpoint's hparams, nor are the optimizer
         # and scheduler callables (classes or functions would make the checkpoint need full unpickling).
-        python_only = ["vlm", "sharding", "optimizer", "scheduler"]
-        self.save_hyperparameters(ignore=None if _built_from_config() else python_only)
+        python_only = ["vlm", "sharding", "optimizer", "scheduler", "evaluator"]
+        self.save_hyperparameters(ignore=["evaluator"] if _built_from_config() else python_only)
         unknown = set(learning_rates or {}) - set(PARTS)
         if unknown:
             raise ValueError(f"learning_rates has unknown parts {sorted(unknown)}; expected keys among {list(PARTS)}")
@@ -128,14 +142,19 @@ class VLMModule(L.LightningModule):
         self.save_trainable_only = save_trainable_only
         self.sharding = sharding
         self.trust_init_from = trust_init_from
+        self.evaluator = evaluator
         self._initialized_from: str | None = None
         self._checked_gradients = False
         self._last_step_time: float | None = None
-        self.evaluation_results: dict[str, float] = {}
         # teacher-forced metrics per stage, summed over every sample of every rank (padding rows excluded)
         self.eval_loss = nn.ModuleDict({s: WeightedMean() for s in EVAL_STAGES})
         self.eval_accuracy = nn.ModuleDict({s: WeightedMean() for s in EVAL_STAGES})
         self.task_accuracy = {stage: TaskAccuracy() for stage in EVAL_STAGES}
+
+    @property
+    def evaluation_results(self) -> dict[str, float]:
+        """The evaluator's scores of its last epoch, by task name (``{}`` without an evaluator)."""
+        return dict(self.evaluator.results) if self.evaluator is not None else {}
 
     def forward(self, batch: dict[str, Any]):
         """Model outputs for a collated batch."""
@@ -239,106 +258,42 @@ class VLMModule(L.LightningModule):
         self._last_step_time = None
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | None:
-        """Loss and exact-match answer accuracy, or generation + metric for evaluation-task batches."""
-        if "references" in batch:
-            return self._score_generations(batch, batch_idx)
-        return self._evaluate(batch, "val")
+    def _evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> torch.Tensor | None:
+        """The evaluator's batches go to it (generation); every other batch is scored by teacher forcing."""
+        if self.evaluator is not None and self.evaluator.owns(batch):
+            self.evaluator.evaluation_step(self, batch, batch_idx)
+            return None
+        return self._evaluate(batch, stage)
 
-    def on_validation_epoch_end(self) -> None:
-        """Log per-task accuracy, task metrics (and the data's majority-answer baseline, when it offers one)."""
-        self._log_task_accuracy("val")
-        self._log_task_metrics("val")
-        datamodule = getattr(self.trainer, "datamodule", None)
-        baseline = getattr(datamodule, "majority_baseline", None)
-        if callable(baseline) and not self.trainer.sanity_checking:
-            self.log("val/majority_baseline", float(baseline("val")), sync_dist=False)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | None:
-        """Same as validation, on the test split."""
-        if "references" in batch:
-            return self._score_generations(batch, batch_idx)
-        return self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        """Log per-task accuracy, task metrics and print the results table."""
-        self._log_task_accuracy("test")
-        self._log_task_metrics("test")
-
-    def _log_task_accuracy(self, stage: str) -> None:
-        """``<stage>/accuracy_<task>``, gathered over all ranks in one fixed task order (every rank calls this)."""
+    def _evaluation_epoch_end(self, stage: str) -> None:
+        """Per-task accuracy (gathered over all ranks in one fixed task order; every rank calls this), evaluator."""
         accuracy = self.task_accuracy[stage]
         if not self.trainer.sanity_checking:
             for task, value in accuracy.compute().items():
                 self.log(f"{stage}/accuracy_{task}", value, sync_dist=True)  # equal on all ranks already
         accuracy.reset()
+        if self.evaluator is not None:
+            self.evaluator.on_epoch_end(self, stage)
 
-    def _answer(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
-        """Greedy answers to a batch of left-padded prompts, cut at the paper's stop words."""
-        generated = self.vlm.generate(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch.get("pixel_values"),
-            batch.get("patch_mask"),
-            max_new_tokens=max_new_tokens,
-            stop_strings=PAPER_STOP_STRINGS,
-        )
-        return decode(generated, self.vlm.tokenizer)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | None:
+        """Loss and exact-match answer accuracy, or generation + metric for the evaluator's batches."""
+        return self._evaluation_step(batch, batch_idx, "val")
 
-    def _tasks(self) -> list:
-        return list(getattr(getattr(self.trainer, "datamodule", None), "evaluation_tasks", None) or [])
+    def on_validation_epoch_end(self) -> None:
+        """Log per-task accuracy and the evaluator's scores."""
+        self._evaluation_epoch_end("val")
 
-    def _score_generations(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Generate answers for an evaluation-task batch and update that task's metric (padding rows left out)."""
-        task = self._tasks()[batch["task_index"][0]]
-        predictions = self._answer(batch, task.max_new_tokens)  # every rank generates: FSDP steps in lockstep
-        keep = [i for i, pad in enumerate(batch.get("padding") or [False] * len(predictions)) if not pad]
-        if keep:
-            task.update(
-                [predictions[i] for i in keep],
-                [batch["references"][i] for i in keep],
-                [batch["choices"][i] for i in keep],
-            )
-        if batch_idx == 0:
-            self._log_examples(task.name, batch, predictions)
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | None:
+        """Same as validation, on the test split."""
+        return self._evaluation_step(batch, batch_idx, "test")
 
-    def _log_examples(self, name: str, batch: dict[str, Any], predictions: list[str]) -> None:
-        """A few generations (and the first image) in TensorBoard, where a person can look at them."""
-        experiment = getattr(self.logger, "experiment", None)
-        if experiment is None or not hasattr(experiment, "add_text") or self.trainer.sanity_checking:
-            return
-        rows = [
-            f"| {q} | {p} | {' / '.join(r[:3])} |"
-            for q, p, r in zip(batch["question"], predictions, batch["references"])
-        ][:4]
-        table = "| question | prediction | references |\n|---|---|---|\n" + "\n".join(rows)
-        experiment.add_text(f"examples/{name}", table, self.global_step)
-        if "pixel_values" in batch:
-            image = batch["pixel_values"][-1].float()
-            image = (image - image.min()) / (image.max() - image.min() + 1e-6)
-            experiment.add_image(f"examples/{name}", image, self.global_step)
-
-    def _log_task_metrics(self, stage: str) -> None:
-        tasks = self._tasks()
-        if not tasks or self.trainer.sanity_checking:
-            for task in tasks:
-                task.metric.reset()
-            return
-        rows = []
-        for task in tasks:
-            value = float(task.metric.compute())
-            task.metric.reset()
-            self.log(f"{stage}/{task.name}", value, sync_dist=False)
-            rows.append((task.name, type(task.metric).__name__, task.num_shots, value))
-        self.evaluation_results = {name: value for name, _, _, value in rows}
-        width = max(len(name) for name, *_ in rows)
-        lines = [f"{'task':<{width}}  {'metric':<24} shots   score", "-" * (width + 42)]
-        lines += [f"{name:<{width}}  {metric:<24} {shots:>5}  {value:7.4f}" for name, metric, shots, value in rows]
-        rank_zero_info("\n".join(lines))
+    def on_test_epoch_end(self) -> None:
+        """Log per-task accuracy and the evaluator's scores (its table is printed)."""
+        self._evaluation_epoch_end("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Greedy answers for left-padded prompts, one record per real row (with its ``sample_index`` when known)."""
-        texts = self._answer(batch, self.max_new_tokens)
+        texts = answer(self.vlm, batch, self.max_new_tokens)
         padding = batch.get("padding") or [False] * len(texts)
         records = []
         for i, text in enumerate(texts):
