@@ -97,7 +97,7 @@ def quadrants(width: int = 40, height: int = 24) -> Image.Image:
 
 def test_splitting_gives_four_row_major_crops_then_the_image_all_at_its_size():
     processor = ImageProcessor(8, max_image_size=64, min_image_size=16)
-    views = processor.process(quadrants(), split=True)
+    views = processor.process(quadrants(), split_images=True)
     assert len(views) == 5 and {tuple(v.shape) for v in views} == {(3, 24, 40)}
     expected = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])
     for view, color in zip(views[:4], expected):
@@ -107,7 +107,7 @@ def test_splitting_gives_four_row_major_crops_then_the_image_all_at_its_size():
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 7), (300, 2)])
 def test_splitting_degenerate_images_never_crashes(size):
-    views = ImageProcessor(8, max_image_size=64, min_image_size=16).process(Image.new("RGB", size), split=True)
+    views = ImageProcessor(8, max_image_size=64, min_image_size=16).process(Image.new("RGB", size), split_images=True)
     assert len(views) == 5 and len({tuple(v.shape) for v in views}) == 1
 
 
@@ -163,3 +163,9 @@ def test_real_files_of_every_mode_become_correct_rgb(tmp_path):
     turned = processor(rotated)
     assert turned.shape == (3, 32, 16)
     assert turned[0, 24:, :].mean() > 0.9 and turned[0, :8, :].mean() < 0.1  # red at the bottom
+
+
+def test_the_old_argument_name_still_works_with_a_warning():
+    processor = ImageProcessor(8, max_image_size=64, min_image_size=16)
+    with pytest.warns(FutureWarning, match=r"process\(split=...\) is now .*process\(split_images=...\)"):
+        assert len(processor.process(quadrants(), split=True)) == 5

@@ -9,7 +9,7 @@ from vlmkit.data.formats import BadSample, Record
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.render import SampleRenderer, image_runs, truncate
 from vlmkit.data.sources import synthetic_record
-from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, SplitImage, Turn
+from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, SplitImageTokens, Turn
 
 TOKENS_PER_IMAGE = 5
 
@@ -120,7 +120,7 @@ def assert_no_partial_block(cut, spans):
 def test_truncation_keeps_split_and_unsplit_images_whole(tiny_vlm, crop_markers):
     # split, unsplit, split, unsplit images mixed in one document: every cut keeps whole blocks only
     template = ChatTemplate(tiny_vlm.tokenizer, train_on="all", crop_markers=crop_markers)
-    layouts = [SplitImage(4), 4, SplitImage(4), 4]
+    layouts = [SplitImageTokens(4), 4, SplitImageTokens(4), 4]
     turns = [Turn("text", [seg for i in range(4) for seg in (f"picture {i}", {"type": "image"})] + ["the end"])]
     full = template.encode(turns, layouts)
     views = [5, 1, 5, 1]
@@ -149,7 +149,7 @@ def test_split_samples_truncate_to_whole_groups_that_fit_the_model(tiny_vlm, cro
     full = split(record, random.Random(0))
     assert len(full["pixel_values"]) == 3 * 5
     full_ids = full["input_ids"].tolist()
-    spans = split.templates[False].encode(*_turns_and_layouts(split, record)).image_spans
+    spans = split.processors[False].template.encode(*_turns_and_layouts(split, record)).image_spans
     checked_forward = False
     for max_length in range(2, len(full_ids) + 1):
         try:
@@ -180,8 +180,8 @@ def _turns_and_layouts(renderer, record):
     from vlmkit.data.formats import to_turns
 
     turns, _ = to_turns(record, "caption", None)
-    views = [renderer.image_processor.process(image, split=True) for image in record.images]
-    return turns, [SplitImage(renderer.num_image_tokens(v[-1].shape[1], v[-1].shape[2])) for v in views]
+    views = [renderer.image_processor.process(image, split_images=True) for image in record.images]
+    return turns, [SplitImageTokens(renderer.num_image_tokens(v[-1].shape[1], v[-1].shape[2])) for v in views]
 
 
 def test_image_splitting_draws_per_sample_in_training_and_follows_the_flag_in_evaluation(tiny_vlm):
@@ -193,7 +193,7 @@ def test_image_splitting_draws_per_sample_in_training_and_follows_the_flag_in_ev
     assert 0.4 < counts.count(10) / len(counts) < 0.6
     split = tiny_renderer(tiny_vlm, 10_000, image_splitting=1.0)(record, random.Random(0))["pixel_values"]
     for i, image in enumerate(record.images):  # each image's 4 crops (row-major), then the image, in text order
-        expected = half.image_processor.process(image, split=True)
+        expected = half.image_processor.process(image, split_images=True)
         assert all(torch.equal(mine, ref) for mine, ref in zip(split[5 * i : 5 * i + 5], expected, strict=True))
     assert len(half(record)["pixel_values"]) == 2  # evaluation: image_splitting does not apply
     assert len(tiny_renderer(tiny_vlm, 10_000, image_splitting=1.0)(record)["pixel_values"]) == 2

@@ -5,6 +5,7 @@ from vlmkit.data import SyntheticVQADataModule
 from vlmkit.training.module import answer_loss
 
 SMALL = {"min_size": 16, "max_size": 40, "max_image_size": 40, "min_image_size": 16}
+SHARD = {"max_image_size": 40, "min_image_size": 16, "max_length": 4096}
 
 
 def test_half_of_training_samples_are_split_deterministically(tiny_vlm):
@@ -60,3 +61,37 @@ def test_dataloaders_need_a_model():
 def test_bad_arguments_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticVQADataModule(**kwargs)
+
+
+@pytest.mark.parametrize("image_splitting", [0.0, 0.5, 1.0])
+def test_a_synthetic_sample_renders_the_same_through_a_shard(tiny_vlm, tmp_path, image_splitting):
+    """One rendering path: the synthetic questions and a shard of the same samples give the same ids, labels and
+    pixels, with the same random draws (splitting, then upscaling) from the same per-sample generator."""
+    import io
+    import random
+
+    from vlmkit.data import MixtureDataModule, ShardSource
+    from vlmkit.data.shards import ShardItem, write_shards
+
+    dm = SyntheticVQADataModule(num_train=6, image_splitting=image_splitting, upscale_probability=0.5, **SMALL)
+    dm.connect(tiny_vlm)
+    train = dm.dataset("train")
+    items = []
+    for index in range(len(train)):
+        sample, png = train.samples[index], io.BytesIO()
+        sample.image.save(png, format="PNG")  # lossless: the shard holds the same pixels
+        data = {"images": ["0.png"], "texts": [{"user": sample.question, "assistant": sample.answer}]}
+        items.append(ShardItem(f"{index:08d}", data, [("0.png", png.getvalue())]))
+    write_shards(items, tmp_path, "conversation")
+    source = ShardSource(str(tmp_path), "conversation", shuffle_buffer=0, image_splitting=image_splitting, **SHARD)
+    mixture = MixtureDataModule(sources=[source], upscale_probability=0.5)
+    mixture.connect(tiny_vlm)
+    renderer = mixture.renderer(source, train=True)
+    records = list(source.records(0, 1, seed=0, endless=False))
+    assert len(records) == len(train)
+    for index, record in enumerate(records):
+        mine = train[index]
+        theirs = renderer(record, random.Random(f"vlmkit.augment:{dm.hparams.seed}:{index}"))  # the same draws
+        assert torch.equal(mine["input_ids"], theirs["input_ids"]) and torch.equal(mine["labels"], theirs["labels"])
+        assert len(mine["pixel_values"]) == len(theirs["pixel_values"])
+        assert all(torch.equal(a, b) for a, b in zip(mine["pixel_values"], theirs["pixel_values"]))

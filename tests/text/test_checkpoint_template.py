@@ -9,7 +9,7 @@ from vlmkit.data.processor import VLMProcessor
 from vlmkit.eval.prompts import build_prompt
 from vlmkit.eval.sample import EvalSample
 from vlmkit.text import ChatTemplate, Turn, build_synthetic_tokenizer
-from vlmkit.text.template import IGNORE_INDEX, SplitImage
+from vlmkit.text.template import IGNORE_INDEX, SplitImageTokens
 
 # The chat template of HuggingFaceM4/idefics2-8b (processor_config.json), as published.
 OFFICIAL_IDEFICS2_CHAT_TEMPLATE = (
@@ -83,7 +83,7 @@ def test_vlmkit_constant_is_the_official_template():
 def test_ids_equal_transformers_processor(processor, name, split):
     turns = CONVERSATIONS[name]
     template = ChatTemplate(processor.tokenizer, crop_markers=False, chat_template=OFFICIAL_IDEFICS2_CHAT_TEMPLATE)
-    layout = SplitImage(TOKENS_PER_IMAGE) if split else TOKENS_PER_IMAGE
+    layout = SplitImageTokens(TOKENS_PER_IMAGE) if split else TOKENS_PER_IMAGE
     prompts = [False] if turns[-1].role == "assistant" else [False, True]
     for add_generation_prompt in prompts:
         encoded = template.encode(turns, [layout] * _num_images(turns), add_generation_prompt=add_generation_prompt)
@@ -129,7 +129,7 @@ def test_train_on_all_labels_everything_but_images_and_bos(processor):
 @pytest.mark.parametrize("markers", [False, True])
 def test_image_spans_cover_each_block(processor, markers):
     template = ChatTemplate(processor.tokenizer, crop_markers=markers, chat_template=OFFICIAL_IDEFICS2_CHAT_TEMPLATE)
-    layouts = [SplitImage(TOKENS_PER_IMAGE), TOKENS_PER_IMAGE]
+    layouts = [SplitImageTokens(TOKENS_PER_IMAGE), TOKENS_PER_IMAGE]
     encoded = template.encode(CONVERSATIONS["two_images"], layouts)
     ids, (first, second) = encoded.input_ids, encoded.image_spans
     assert first[1] == second[0]  # adjacent images: the shared fake token belongs to the first

@@ -79,11 +79,11 @@ def test_template_rejects_tokenizer_without_image_tokens():
 
 @pytest.mark.parametrize("markers", [True, False])
 def test_split_image_layout(tokenizer, markers):
-    from vlmkit.text.template import SplitImage
+    from vlmkit.text.template import SplitImageTokens
 
     template = ChatTemplate(tokenizer, crop_markers=markers)
     turns = [Turn("user", [{"type": "image"}, "Q?"]), Turn("assistant", ["red"])]
-    encoded = template.encode(turns, [SplitImage(3)])
+    encoded = template.encode(turns, [SplitImageTokens(3)])
     text = tokenizer.decode(encoded.input_ids)
     assert encoded.input_ids.count(template.image_token_id) == 15  # 4 crops + the whole image
     if markers:  # Idefics3: marked crops, rows on lines, then the global view
@@ -94,3 +94,12 @@ def test_split_image_layout(tokenizer, markers):
         assert "<row_" not in text and encoded.input_ids.count(template.fake_token_id) == 6
     trained = tokenizer.decode([t for t in encoded.labels if t != IGNORE_INDEX])
     assert trained == " red<end_of_utterance>"
+
+
+def test_the_old_name_of_the_split_layout_still_works_with_a_warning():
+    import pytest
+
+    import vlmkit.text.template as template
+
+    with pytest.warns(FutureWarning, match="SplitImage is now SplitImageTokens"):
+        assert template.SplitImage is template.SplitImageTokens

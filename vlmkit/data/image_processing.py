@@ -20,9 +20,10 @@ from PIL import Image
 
 from vlmkit.data.formats import BadSample
 from vlmkit.data.image_decode import EncodedImage, decode_image, exif_orientation, image_size, orient, rgb
+from vlmkit.deprecation import renamed_argument
 from vlmkit.vision.sizing import target_size
 
-__all__ = ["ImageInput", "ImageProcessor", "load_image", "split_image", "target_size", "to_rgb"]
+__all__ = ["ImageInput", "ImageProcessor", "encoded", "load_image", "split_image", "target_size", "to_rgb"]
 
 ImageInput = Image.Image | EncodedImage | str | PathLike
 """A PIL image, an :class:`~vlmkit.data.image_decode.EncodedImage`, or the path of an image file."""
@@ -61,7 +62,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise ValueError(f"cannot read image: {type(err).__name__}: {err}") from err
 
 
-def _encoded(image: ImageInput) -> Image.Image | EncodedImage:
+def encoded(image: ImageInput) -> Image.Image | EncodedImage:
     """A path read as an :class:`EncodedImage` (decoded later, at the size needed); images as they are."""
     if isinstance(image, Image.Image | EncodedImage):
         return image
@@ -126,7 +127,7 @@ class ImageProcessor:
 
     def __call__(self, image: ImageInput, rng: random.Random | None = None) -> torch.Tensor:
         """Process one image (or image file) to ``[3, H, W]`` float32; ``rng`` enables random upscaling."""
-        return self.process(image, split=False, rng=rng)[0]
+        return self.process(image, split_images=False, rng=rng)[0]
 
     def draw_scale(self, rng: random.Random | None) -> float:
         """The random upscaling factor of the next training image (1 without ``rng``)."""
@@ -135,18 +136,26 @@ class ImageProcessor:
         return 1.0
 
     @staticmethod
-    def decode_size(height: int, width: int, split: bool) -> tuple[int, int]:
+    def decode_size(height: int, width: int, split_images: bool) -> tuple[int, int]:
         """The size an image must be decoded at for views of ``height x width`` (crops of a split: twice that)."""
-        return (2 * height, 2 * width) if split else (height, width)
+        return (2 * height, 2 * width) if split_images else (height, width)
 
-    def process(self, image: ImageInput, split: bool = False, rng: random.Random | None = None) -> list[torch.Tensor]:
+    def process(
+        self,
+        image: ImageInput,
+        split_images: bool = False,
+        rng: random.Random | None = None,
+        *,
+        split: bool | None = None,
+    ) -> list[torch.Tensor]:
         """Process one image, optionally split into 4 crops + the original (paper section 3.4, Finding 6).
 
         Args:
             image: A PIL image, an ``EncodedImage`` or an image file path (decoded at the size needed).
-            split: Return the four quadrant crops (row-major) followed by the whole image, every crop
+            split_images: Return the four quadrant crops (row-major) followed by the whole image, every crop
                 resized to the whole image's processed size, as the paper describes.
             rng: Random source for training-time upscaling; ``None`` disables it.
+            split: Deprecated name of ``split_images``.
 
         Returns:
             One ``[3, H, W]`` tensor, or five of the same size when ``split``.
@@ -155,7 +164,8 @@ class ImageProcessor:
             FileNotFoundError: If a file does not exist (the message names it).
             ValueError: If the image cannot be decoded or oriented (the message names the file).
         """
-        image = _encoded(image)
+        split_images = renamed_argument("ImageProcessor.process", "split", split, "split_images", split_images, False)
+        image = encoded(image)
         name = image.where if isinstance(image, EncodedImage) else "image"
         try:
             size = image_size(image)
@@ -163,14 +173,14 @@ class ImageProcessor:
             raise ValueError(f"cannot read image {name}: {type(err).__name__}: {err}") from err
         height, width = self.output_size(*size, self.draw_scale(rng))
         try:
-            decoded = decode_image(image, self.decode_size(height, width, split), where=name)
+            decoded = decode_image(image, self.decode_size(height, width, split_images), where=name)
         except BadSample as bad:
             raise ValueError(f"cannot read image {name}: {bad.detail}") from bad
-        return self.views(decoded, height, width, split)
+        return self.views(decoded, height, width, split_images)
 
-    def views(self, image: Image.Image, height: int, width: int, split: bool = False) -> list[torch.Tensor]:
-        """Tensors ``[3, height, width]`` of an RGB image: itself, or its 4 crops then itself when ``split``."""
-        views = split_image(image) + [image] if split else [image]
+    def views(self, image: Image.Image, height: int, width: int, split_images: bool = False) -> list[torch.Tensor]:
+        """Tensors ``[3, height, width]`` of an RGB image: itself, or its 4 crops then itself when ``split_images``."""
+        views = split_image(image) + [image] if split_images else [image]
         return [self._to_tensor(view, height, width) for view in views]
 
     def _to_tensor(self, image: Image.Image, height: int, width: int) -> torch.Tensor:

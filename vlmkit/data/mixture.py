@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vlmkit.data.formats import BadSample, PassEnd, Record
+from vlmkit.data.formats import BadSample, CaptionField, PassEnd, Record
 from vlmkit.data.render import SampleRenderer
 from vlmkit.data.sequence_packing import pack
 from vlmkit.data.stats import DataStats, SkipLog
@@ -62,11 +62,28 @@ class _Liveness:
 
 
 class MixtureSource(Protocol):
-    """What a mixture needs from a source (``ShardSource``, ``SyntheticSource``)."""
+    """What a mixture needs from a source (``ShardSource``, ``SyntheticSource``): its stream and how to render it."""
 
     name: str
+    """Unique among the mixture's sources; names the source in logs and counters."""
     weight: float
+    """Sampling proportion (normalised over the sources)."""
     max_length: int
+    """Token budget per sample."""
+    max_image_size: int
+    """Longest processed image side."""
+    min_image_size: int
+    """Target shortest processed image side."""
+    caption_field: CaptionField
+    """For pairs, which caption trains."""
+    shuffle_turns: bool
+    """Shuffle the turns of multi-turn conversations in training."""
+    image_splitting: float
+    """Chance that a training sample's images are split into 4 crops + the image."""
+    eval_image_splitting: bool
+    """Split every image when the source is read for validation."""
+    max_image_pixels: int | None
+    """Skip an image that decodes to more pixels (``None``: no limit)."""
 
     def records(self, rank: int, world: int, seed: int, endless: bool) -> Iterator[Record | BadSample | PassEnd]:
         """Reader ``rank`` of ``world``'s samples (bad ones as markers), endless or one pass.

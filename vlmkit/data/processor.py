@@ -1,9 +1,12 @@
-"""``VLMProcessor``: a conversation with images -> model inputs of one sample.
+"""``VLMProcessor``: a conversation with images -> model inputs of one sample, the one rendering path of vlmkit.
 
-It joins the image processor and the chat template, and asks the model how many
-placeholders each image needs, so data and model can never disagree on layout.
-Image splitting is decided per call, so the same weights serve 64 or 5 x 64
-visual tokens per image (paper section 3.4, Finding 6).
+Every source renders through :meth:`VLMProcessor.render`: the synthetic questions, shard and synthetic mixtures
+(:class:`~vlmkit.data.render.SampleRenderer`), evaluation prompts and the lmms-eval adapter. It joins the image
+processor and the chat template, and asks the model how many placeholders each image needs, so data and model can
+never disagree on layout. Token counts come from the image headers: images are decoded only once truncation has
+decided to keep them, at the reduced size the processor needs. Image splitting is decided per call, so the same
+weights serve 64 or 5 x 64 visual tokens per image (paper section 3.4, Finding 6). Random draws, in this order:
+one upscaling draw per image (:meth:`ImageProcessor.draw_scale`), nothing else.
 """
 
 from __future__ import annotations
@@ -14,13 +17,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from vlmkit.data.image_processing import ImageInput, ImageProcessor
-from vlmkit.text.template import ChatTemplate, ImageTokens, SplitImage, Turn
+from vlmkit.data.formats import BadSample
+from vlmkit.data.image_decode import EncodedImage, decode_image, image_size
+from vlmkit.data.image_processing import ImageInput, ImageProcessor, encoded
+from vlmkit.data.truncation import Truncation, truncate
+from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, ImageTokens, SplitImageTokens, Turn
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from vlmkit.model import VisionLanguageModel
+
+TrainOn = Literal["assistant", "all"]
+"""Which text tokens get labels: the assistant's answers only, or every text token."""
 
 
 class VLMProcessor:
@@ -41,7 +50,7 @@ class VLMProcessor:
         tokenizer: PreTrainedTokenizerBase,
         image_processor: ImageProcessor,
         num_image_tokens: Callable[[int, int], int],
-        train_on: Literal["assistant", "all"] = "assistant",
+        train_on: TrainOn = "assistant",
         crop_markers: bool = True,
         chat_template: str | None = None,
     ) -> None:
@@ -58,7 +67,7 @@ class VLMProcessor:
         model: VisionLanguageModel,
         max_image_size: int = 980,
         min_image_size: int = 378,
-        train_on: Literal["assistant", "all"] = "assistant",
+        train_on: TrainOn = "assistant",
         crop_markers: bool | None = None,
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
@@ -79,10 +88,18 @@ class VLMProcessor:
             upscale_probability=upscale_probability,
             max_upscale=max_upscale,
         )
-        chat_template = getattr(model, "chat_template", None)
+        chat_template = model.chat_template
         if crop_markers is None:
             crop_markers = chat_template is None
         return cls(model.tokenizer, image_processor, model.num_image_tokens, train_on, crop_markers, chat_template)
+
+    def with_train_on(self, train_on: TrainOn) -> VLMProcessor:
+        """The same processor with labels on ``train_on`` tokens."""
+        template = self.template
+        return VLMProcessor(
+            self.tokenizer, self.image_processor, self.num_image_tokens, train_on, template.crop_markers,
+            template.chat_template,
+        )  # fmt: skip
 
     def __call__(
         self,
@@ -92,7 +109,7 @@ class VLMProcessor:
         split_images: bool = False,
         rng: random.Random | None = None,
     ) -> dict[str, Any]:
-        """Process one sample.
+        """Process one sample (:meth:`render` without a token budget).
 
         Args:
             images: PIL images or image file paths, in the order of the image segments.
@@ -104,17 +121,97 @@ class VLMProcessor:
         Returns:
             ``input_ids`` and ``labels`` (``LongTensor [s]``) and ``pixel_values``
             (a list of ``[3, H_i, W_i]`` tensors, in text order, crops before their whole image).
+
+        Raises:
+            FileNotFoundError: For an image file that does not exist (named).
+            ValueError: For an image that does not decode (named) or a conversation the template rejects.
         """
-        pixel_values: list[torch.Tensor] = []
-        layouts: list[ImageTokens] = []
-        for image in images:
-            views = self.image_processor.process(image, split=split_images, rng=rng)
-            count = self.num_image_tokens(views[-1].shape[1], views[-1].shape[2])
-            layouts.append(SplitImage(count) if split_images else count)
-            pixel_values.extend(views)
-        encoded = self.template.encode(turns, layouts, add_generation_prompt=add_generation_prompt)
+        try:
+            rendered = self.render(images, turns, add_generation_prompt, split_images, rng)
+        except BadSample as bad:  # its message names the image, or the template's reason
+            if bad.reason == "missing_image":
+                raise FileNotFoundError(bad.detail) from bad
+            raise ValueError(bad.detail) from bad
+        del rendered["dropped_images"]
+        return rendered
+
+    def render(
+        self,
+        images: Sequence[ImageInput],
+        turns: Sequence[Turn],
+        add_generation_prompt: bool = False,
+        split_images: bool = False,
+        rng: random.Random | None = None,
+        max_length: int | None = None,
+        truncation: Truncation = "drop_images",
+        max_image_pixels: int | None = None,
+        where: str = "sample",
+    ) -> dict[str, Any]:
+        """Render a conversation within an optional token budget.
+
+        Args:
+            images: The images, in the order of the image segments (PIL images, encoded images, file paths).
+            turns: The conversation.
+            add_generation_prompt: End with ``Assistant:`` for generation.
+            split_images: Give every image as 4 crops + the whole image.
+            rng: Random source for training augmentation (upscaling); ``None`` for evaluation.
+            max_length: Token budget; ``None``: none. A too-long sample is cut before the first image block that
+                does not fit (:func:`~vlmkit.data.truncation.truncate`), and must keep a label to train on.
+            truncation: ``drop_images`` (cut, dropping images) or ``drop_sample`` (raise ``too_long``).
+            max_image_pixels: Refuse an image that decodes to more pixels (``too_many_pixels``).
+            where: Names the sample in messages (``sample 'key'``).
+
+        Returns:
+            ``input_ids``, ``labels`` (``LongTensor [s]``), ``pixel_values`` (list of ``[3, H, W]``, in text order;
+            a split image gives its 4 crops then itself) and ``dropped_images`` (images removed by truncation).
+
+        Raises:
+            BadSample: ``missing_image``, ``corrupt_image`` (an image that does not open, decode or orient),
+                ``too_many_pixels``, ``render_error`` (the template rejects the conversation) or ``too_long``.
+        """
+        processor = self.image_processor
+        images, names = list(images), [f"{where} image {i}" for i in range(len(images))]
+        sizes = []
+        for i, image in enumerate(images):  # sizes from the headers: nothing is decoded before truncation
+            try:
+                images[i] = image = encoded(image)  # a file path: read, not decoded
+            except FileNotFoundError as err:
+                raise BadSample("missing_image", str(err)) from err
+            except ValueError as err:  # names the file
+                raise BadSample("corrupt_image", str(err)) from err
+            names[i] = image.where if isinstance(image, EncodedImage) else names[i]
+            try:
+                size = image_size(image)
+            except Exception as err:  # EXIF data Pillow cannot parse
+                raise BadSample("corrupt_image", f"cannot read image {names[i]}: {type(err).__name__}: {err}") from err
+            sizes.append(processor.output_size(*size, processor.draw_scale(rng)))
+        try:  # crops are resized to the whole image's size: one count serves every view
+            counts = [self.num_image_tokens(height, width) for height, width in sizes]
+            layouts: list[ImageTokens] = [SplitImageTokens(count) if split_images else count for count in counts]
+            encoded_text = self.template.encode(turns, layouts, add_generation_prompt=add_generation_prompt)
+        except ValueError as err:
+            raise BadSample("render_error", f"{where}: {err}") from err
+        ids, labels = encoded_text.input_ids, encoded_text.labels
+        kept = len(sizes)
+        if max_length is not None:
+            cut, kept = truncate(ids, labels, max_length, self.template.image_token_id, encoded_text.image_spans)
+            if kept < len(sizes) and truncation == "drop_sample":
+                raise BadSample("too_long", f"{where}: {len(ids)} tokens > {max_length} through an image")
+            ids, labels = ids[:cut], labels[:cut]
+            if all(label == IGNORE_INDEX for label in labels[1:]):
+                raise BadSample("too_long", f"{where}: nothing to train on within {max_length} tokens")
+        pixel_values = []
+        for image, name, (height, width) in zip(images[:kept], names, sizes):
+            try:
+                decoded = decode_image(
+                    image, processor.decode_size(height, width, split_images), max_image_pixels, name
+                )
+            except BadSample as bad:
+                raise BadSample(bad.reason, f"cannot read image {bad.detail}") from bad
+            pixel_values += processor.views(decoded, height, width, split_images)
         return {
-            "input_ids": torch.tensor(encoded.input_ids, dtype=torch.long),
-            "labels": torch.tensor(encoded.labels, dtype=torch.long),
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
             "pixel_values": pixel_values,
+            "dropped_images": len(sizes) - kept,
         }

@@ -1,93 +1,41 @@
-"""Render a :class:`~vlmkit.data.formats.Record` to token ids, labels and images, within a length budget.
+"""Render a :class:`~vlmkit.data.formats.Record` of any source to token ids, labels and images, within a budget.
 
-Pretraining formats are trained on every text token; conversations on the assistant answers only
-(the chat template's own spans). Training samples can be given with their images split into 4 crops + the
-whole image (paper section 3.4, Finding 6; half of the instruction samples in section 4.2). Truncation never
-cuts through an image's block (for a split image: all five views with their fake tokens and crop markers): the
-cut moves to before the block, and that image and every later one are dropped with their pixels (or the whole
-sample is dropped, by choice), so placeholders and images always agree. Token counts come from the image headers:
-images are decoded only once truncation has decided to keep them, at the reduced size the processor needs.
+A record becomes a conversation (:func:`~vlmkit.data.formats.to_turns`), which the one rendering path renders
+(:meth:`VLMProcessor.render <vlmkit.data.processor.VLMProcessor.render>`): every source -- shards, synthetic mixtures,
+the synthetic questions of ``SyntheticVQADataModule`` -- makes the same random draws in the same order for the same
+sample: the turn order of a multi-turn conversation, then whether its images are split, then one upscaling draw per
+image. Pretraining formats are trained on every text token; conversations on the assistant answers only (the chat
+template's own spans). Training samples can be given with their images split into 4 crops + the whole image (paper
+section 3.4, Finding 6; half of the instruction samples in section 4.2). Too-long samples are truncated without
+cutting through an image's block (:mod:`vlmkit.data.truncation`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from vlmkit.data.formats import BadSample, CaptionField, Record, to_turns
-from vlmkit.data.image_decode import decode_image, image_size
 from vlmkit.data.image_processing import ImageProcessor
-from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, ImageTokens, SplitImage
+from vlmkit.data.processor import VLMProcessor
+from vlmkit.data.truncation import Truncation, image_runs, truncate, unsplit_image_spans
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-Truncation = Literal["drop_images", "drop_sample"]
-"""Too-long samples: cut before the first image block that does not fit (dropping it and later images),
-or skip the sample."""
+__all__ = ["SampleRenderer", "Truncation", "draw_image_splitting", "image_runs", "truncate", "unsplit_image_spans"]
 
 
-def image_runs(ids: list[int], image_token_id: int) -> list[tuple[int, int]]:
-    """``(start, end)`` (end exclusive) of each contiguous run of image placeholders, in order."""
-    runs: list[tuple[int, int]] = []
-    start = None
-    for i, token in enumerate([*ids, None]):
-        if token == image_token_id and start is None:
-            start = i
-        elif token != image_token_id and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
+def draw_image_splitting(image_splitting: float, rng: random.Random) -> bool:
+    """Whether a training sample's images are split, with probability ``image_splitting``.
 
-
-def unsplit_image_spans(ids: list[int], image_token_id: int) -> list[tuple[int, int]]:
-    """``(start, end)`` of each unsplit image's block ``<fake> <image>*n <fake>``, found from its placeholders.
-
-    An opening fake token shared with the previous image belongs to the previous block (as in
-    :attr:`~vlmkit.text.template.Encoded.image_spans`, which also covers split images).
+    No draw at 0 or 1, so the stream's other random choices do not move when splitting is switched off (or on for
+    every sample).
     """
-    spans: list[tuple[int, int]] = []
-    for start, end in image_runs(ids, image_token_id):
-        shared = bool(spans) and spans[-1][1] == start  # the previous block ends with this image's opening fake
-        spans.append((start if shared else start - 1, end + 1))
-    return spans
-
-
-def truncate(
-    ids: list[int],
-    labels: list[int],
-    max_length: int,
-    image_token_id: int,
-    spans: list[tuple[int, int]] | None = None,
-) -> tuple[int, int]:
-    """Where to cut ``ids`` to at most ``max_length`` tokens without cutting through an image's block.
-
-    The cut lands at or before ``max_length``; an image is kept only when its whole block is kept. A cut
-    inside a block moves to the block's start, so a split image keeps all its views or none, and no
-    partial crop marker or dangling fake token is left.
-
-    Args:
-        ids: Token ids.
-        labels: Their labels (same length).
-        max_length: Token budget.
-        image_token_id: The placeholder id.
-        spans: Each image's block (``Encoded.image_spans``); default: found from the placeholders,
-            which is right for unsplit images only.
-
-    Returns:
-        ``(cut, kept_images)``: keep ``ids[:cut]`` and the first ``kept_images`` images.
-    """
-    if spans is None:
-        spans = unsplit_image_spans(ids, image_token_id)
-    if len(ids) <= max_length:
-        return len(ids), len(spans)
-    for kept, (start, end) in enumerate(spans):
-        if end > max_length:  # this block does not fit: cut before it (or earlier) and drop it and later ones
-            return min(max_length, start), kept
-    return max_length, len(spans)
+    if image_splitting in (0.0, 1.0):
+        return image_splitting == 1.0
+    return rng.random() < image_splitting
 
 
 class SampleRenderer:
@@ -97,7 +45,7 @@ class SampleRenderer:
         tokenizer: Tokenizer with the VLM special tokens.
         image_processor: This source's image processing (its own max image size).
         num_image_tokens: ``(height, width) -> placeholders`` of one processed image (the model's).
-        max_length: Token budget per sample.
+        max_length: Token budget per sample; ``None``: no budget (the synthetic questions).
         caption_field: For pairs, which caption to train on.
         shuffle_turns: Shuffle the turns of multi-turn conversations (needs an ``rng`` at call time).
         truncation: What to do with a too-long sample (see :data:`Truncation`).
@@ -118,7 +66,7 @@ class SampleRenderer:
         tokenizer: PreTrainedTokenizerBase,
         image_processor: ImageProcessor,
         num_image_tokens: Callable[[int, int], int],
-        max_length: int,
+        max_length: int | None,
         caption_field: CaptionField = "caption",
         shuffle_turns: bool = True,
         truncation: Truncation = "drop_images",
@@ -128,7 +76,7 @@ class SampleRenderer:
         chat_template: str | None = None,
         max_image_pixels: int | None = None,
     ) -> None:
-        if max_length < 2:
+        if max_length is not None and max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         if truncation not in ("drop_images", "drop_sample"):
             raise ValueError(f"truncation must be 'drop_images' or 'drop_sample', got {truncation!r}")
@@ -143,35 +91,44 @@ class SampleRenderer:
         self.image_splitting = image_splitting
         self.eval_image_splitting = eval_image_splitting
         self.max_image_pixels = max_image_pixels
-        self.templates = {
-            answer_only: ChatTemplate(
-                tokenizer,
-                train_on="assistant" if answer_only else "all",
-                crop_markers=crop_markers,
-                chat_template=chat_template,
-            )
-            for answer_only in (True, False)
-        }
-        self.image_token_id = self.templates[True].image_token_id
+        processor = VLMProcessor(tokenizer, image_processor, num_image_tokens, "assistant", crop_markers, chat_template)
+        self.processors = {True: processor, False: processor.with_train_on("all")}  # by "answer only"
+        self.image_token_id = processor.template.image_token_id
 
-    def split(self, rng: random.Random | None) -> bool:
+    @classmethod
+    def for_processor(cls, processor: VLMProcessor, max_length: int | None = None, **kwargs: Any) -> SampleRenderer:
+        """A renderer with ``processor``'s tokenizer, image processing, placeholders and text layout."""
+        template = processor.template
+        return cls(
+            processor.tokenizer,
+            processor.image_processor,
+            processor.num_image_tokens,
+            max_length,
+            crop_markers=template.crop_markers,
+            chat_template=template.chat_template,
+            **kwargs,
+        )
+
+    def splits_images(self, rng: random.Random | None) -> bool:
         """Whether the next sample's images are split.
 
-        In training (an ``rng``) it is drawn with probability ``image_splitting`` (no draw at 0 or 1, so the
-        stream's other random choices do not move); in evaluation (no ``rng``) it is ``eval_image_splitting``.
+        In training (an ``rng``) it is drawn with probability ``image_splitting`` (:func:`draw_image_splitting`); in
+        evaluation (no ``rng``) it is ``eval_image_splitting``.
         """
         if rng is None:
             return self.eval_image_splitting
-        if self.image_splitting in (0.0, 1.0):
-            return self.image_splitting == 1.0
-        return rng.random() < self.image_splitting
+        return draw_image_splitting(self.image_splitting, rng)
 
-    def __call__(self, record: Record, rng: random.Random | None = None) -> dict[str, Any]:
+    def __call__(
+        self, record: Record, rng: random.Random | None = None, add_generation_prompt: bool = False
+    ) -> dict[str, Any]:
         """Render ``record``.
 
         Args:
             record: A decoded sample.
             rng: Training randomness (turn shuffling, image splitting, image upscaling); ``None`` for evaluation.
+            add_generation_prompt: A prompt for generation: the conversation without its last answer, ending with
+                ``Assistant:``.
 
         Returns:
             ``input_ids``, ``labels`` (``LongTensor [s]``, ``s <= max_length``), ``pixel_values`` (list of
@@ -184,36 +141,18 @@ class SampleRenderer:
                 that does not decode or orient) or ``too_many_pixels``.
         """
         turns, answer_only = to_turns(record, self.caption_field, rng if self.shuffle_turns else None)
-        split = self.split(rng)
-        processor = self.image_processor
-        try:  # sizes from the headers: nothing is decoded before truncation has chosen the images to keep
-            sizes = [processor.output_size(*image_size(image), processor.draw_scale(rng)) for image in record.images]
-        except Exception as err:  # EXIF data Pillow cannot parse
-            raise BadSample("corrupt_image", f"sample {record.key!r}: {type(err).__name__}: {err}") from err
-        try:  # crops are resized to the whole image's size: one count serves every view
-            counts = [self.num_image_tokens(height, width) for height, width in sizes]
-            layouts: list[ImageTokens] = [SplitImage(count) if split else count for count in counts]
-            encoded = self.templates[answer_only].encode(turns, layouts)
-        except ValueError as err:
-            raise BadSample("render_error", f"sample {record.key!r}: {err}") from err
-        ids, labels = encoded.input_ids, encoded.labels
-        cut, kept = truncate(ids, labels, self.max_length, self.image_token_id, encoded.image_spans)
-        dropped = len(sizes) - kept
-        if dropped and self.truncation == "drop_sample":
-            raise BadSample(
-                "too_long", f"sample {record.key!r}: {len(ids)} tokens > {self.max_length} through an image"
-            )
-        ids, labels = ids[:cut], labels[:cut]
-        if all(label == IGNORE_INDEX for label in labels[1:]):
-            raise BadSample("too_long", f"sample {record.key!r}: nothing to train on within {self.max_length} tokens")
-        pixel_values = []
-        for i, (image, (height, width)) in enumerate(zip(record.images[:kept], sizes)):
-            where = f"sample {record.key!r} image {i}"
-            decoded = decode_image(image, processor.decode_size(height, width, split), self.max_image_pixels, where)
-            pixel_values += processor.views(decoded, height, width, split)
-        return {
-            "input_ids": torch.tensor(ids, dtype=torch.long),
-            "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": pixel_values,
-            "dropped_images": dropped,
-        }
+        if add_generation_prompt:
+            if not turns or turns[-1].role != "assistant":
+                raise BadSample("render_error", f"sample {record.key!r} has no answer to leave out of a prompt")
+            turns = turns[:-1]
+        return self.processors[answer_only].render(
+            record.images,
+            turns,
+            add_generation_prompt=add_generation_prompt,
+            split_images=self.splits_images(rng),
+            rng=rng,
+            max_length=self.max_length,
+            truncation=self.truncation,
+            max_image_pixels=self.max_image_pixels,
+            where=f"sample {record.key!r}",
+        )

@@ -19,9 +19,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from vlmkit.data.even_ranks import LockstepLoader
-from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.loading import loader_options
-from vlmkit.data.mixture import MixtureStream
+from vlmkit.data.mixture import MixtureSource, MixtureStream
+from vlmkit.data.processor import VLMProcessor
 from vlmkit.data.render import SampleRenderer, Truncation
 from vlmkit.data.sequence_packing import PackedCollator
 from vlmkit.data.sources import SyntheticSource, synthetic_record
@@ -185,33 +185,26 @@ class MixtureDataModule(L.LightningDataModule):
                 raise RuntimeError("MixtureDataModule needs a model: call connect(vlm) or run under a Trainer")
             self.connect(module.vlm)
 
-    def renderer(self, source: ShardSource | SyntheticSource, train: bool) -> SampleRenderer:
-        """The renderer of ``source`` for the connected model."""
+    def renderer(self, source: MixtureSource, train: bool) -> SampleRenderer:
+        """The renderer of ``source`` for the connected model (its length budget, image sizes and splitting)."""
         if self.model is None:
             raise RuntimeError("call setup() or connect(vlm) before asking for data")
-        encoder = self.model.vision_encoder
-        chat_template = getattr(self.model, "chat_template", None)
-        processor = ImageProcessor(
-            encoder.patch_size,
-            encoder.image_mean,
-            encoder.image_std,
+        processor = VLMProcessor.from_model(
+            self.model,
             source.max_image_size,
             source.min_image_size,
+            crop_markers=self.crop_markers,
             upscale_probability=self.upscale_probability if train else 0.0,
         )
-        return SampleRenderer(
-            self.model.tokenizer,
+        return SampleRenderer.for_processor(
             processor,
-            self.model.num_image_tokens,
             source.max_length,
-            source.caption_field,
-            source.shuffle_turns,
-            self.truncation,
+            caption_field=source.caption_field,
+            shuffle_turns=source.shuffle_turns,
+            truncation=self.truncation,
             image_splitting=source.image_splitting,
             eval_image_splitting=source.eval_image_splitting,
-            crop_markers=self.crop_markers if self.crop_markers is not None else chat_template is None,
-            chat_template=chat_template,
-            max_image_pixels=getattr(source, "max_image_pixels", None),
+            max_image_pixels=source.max_image_pixels,
         )
 
     def _loader(self, train: bool) -> StatefulDataLoader:

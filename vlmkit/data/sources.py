@@ -164,6 +164,7 @@ class SyntheticSource:
         self.eval_image_splitting = eval_image_splitting
         self.seed = seed
         self.num_samples = num_samples
+        self.max_image_pixels: int | None = None  # generated images are small
 
     @property
     def name(self) -> str:

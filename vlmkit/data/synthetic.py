@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import Dataset
 
+from vlmkit.data.formats import Record
 from vlmkit.text.synthetic_vocabulary import (
     ANSWERS,
     COLORS,
@@ -297,6 +298,12 @@ class SyntheticVQADataset(Dataset):
         index %= self.num_samples
         task = self.tasks[index % len(self.tasks)]
         return make_sample(self.seed, index, task, self.min_size, self.max_size, self.max_shapes)
+
+
+def vqa_record(sample: SyntheticSample, index: int) -> Record:
+    """``sample`` as the one-turn conversation record a shard of it holds (key: the index, 8 digits)."""
+    data = {"images": ["0.png"], "texts": [{"user": sample.question, "assistant": sample.answer}]}
+    return Record(f"{index:08d}", "conversation", data, [sample.image])
 
 
 def answer_space(task: str) -> tuple[str, ...]:

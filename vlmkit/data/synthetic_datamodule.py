@@ -19,40 +19,39 @@ from vlmkit.data.collate import VLMCollator
 from vlmkit.data.even_ranks import evaluation_sampling
 from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
+from vlmkit.data.render import SampleRenderer
 from vlmkit.data.resumable_sampler import ResumableSampler
-from vlmkit.data.synthetic import SyntheticVQADataset
-from vlmkit.text.template import Turn
+from vlmkit.data.synthetic import SyntheticVQADataset, vqa_record
 
 if TYPE_CHECKING:
     from vlmkit.model import VisionLanguageModel
 
 
 class ProcessedVQA(Dataset):
-    """A synthetic VQA dataset rendered through a ``VLMProcessor`` as one-turn conversations.
+    """Synthetic questions as one-turn conversations, rendered by the one rendering path (a ``SampleRenderer``).
+
+    Each sample becomes the same :class:`~vlmkit.data.formats.Record` a shard of the sample would hold
+    (:func:`~vlmkit.data.synthetic.vqa_record`), so it gets the same ids, labels, pixels and random draws as through
+    a shard mixture.
 
     Args:
         samples: The raw samples.
-        processor: Renders the conversation.
+        renderer: Renders the records; its ``image_splitting`` applies in training, ``eval_image_splitting`` else.
         for_generation: Stop at ``Assistant:`` (prompt only) instead of including the answer.
-        split_probability: Chance that a sample's image is split into 4 crops + itself.
-        augment_seed: Seed of the per-sample training augmentation (splitting draw, upscaling);
-            ``None`` disables upscaling (evaluation). Sample ``i`` always gets the same draw.
+        augment_seed: Seed of the per-sample training randomness (splitting draw, upscaling); ``None``: evaluation,
+            no randomness. Sample ``i`` always gets the same draws.
     """
 
     def __init__(
         self,
         samples: SyntheticVQADataset,
-        processor: VLMProcessor,
+        renderer: SampleRenderer,
         for_generation: bool = False,
-        split_probability: float = 0.0,
         augment_seed: int | None = None,
     ) -> None:
-        if not 0.0 <= split_probability <= 1.0:
-            raise ValueError(f"split_probability must be in [0, 1], got {split_probability}")
         self.samples = samples
-        self.processor = processor
+        self.renderer = renderer
         self.for_generation = for_generation
-        self.split_probability = split_probability
         self.augment_seed = augment_seed
 
     def __len__(self) -> int:
@@ -60,19 +59,9 @@ class ProcessedVQA(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        turns = [Turn("user", [{"type": "image"}, sample.question])]
-        if not self.for_generation:
-            turns.append(Turn("assistant", [sample.answer]))
-        seed = 0 if self.augment_seed is None else self.augment_seed
-        rng = random.Random(f"vlmkit.augment:{seed}:{index}")
-        split = rng.random() < self.split_probability
-        item = self.processor(
-            [sample.image],
-            turns,
-            add_generation_prompt=self.for_generation,
-            split_images=split,
-            rng=rng if self.augment_seed is not None else None,
-        )
+        rng = None if self.augment_seed is None else random.Random(f"vlmkit.augment:{self.augment_seed}:{index}")
+        item = self.renderer(vqa_record(sample, index), rng, add_generation_prompt=self.for_generation)
+        del item["dropped_images"]  # no budget: nothing is dropped
         item.update(question=sample.question, answer=sample.answer, task=sample.task)
         return item
 
@@ -135,6 +124,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
         for split in ("train", "val"):  # validate tasks, sizes and counts now, not at the first batch
             self._raw(split)
         self.processor: VLMProcessor | None = None
+        self.renderer: SampleRenderer | None = None
         self.patch_size: int | None = None
         self._resume: dict[str, int] = {}
         self._baselines: dict[str, float] = {}
@@ -148,6 +138,9 @@ class SyntheticVQADataModule(L.LightningDataModule):
             max_image_size=hp.max_image_size,
             min_image_size=hp.min_image_size,
             upscale_probability=hp.upscale_probability,
+        )
+        self.renderer = SampleRenderer.for_processor(
+            self.processor, image_splitting=hp.image_splitting, eval_image_splitting=hp.eval_image_splitting
         )
         self.patch_size = model.vision_encoder.patch_size
 
@@ -192,11 +185,9 @@ class SyntheticVQADataModule(L.LightningDataModule):
         """The processed samples of ``split`` (``train``, ``val``, ``test`` or ``predict``)."""
         if self.processor is None:
             raise RuntimeError("call setup() or connect(vlm) before asking for data")
-        hp = self.hparams
         if split == "train":
-            return ProcessedVQA(self._raw(split), self.processor, False, hp.image_splitting, augment_seed=hp.seed)
-        evaluation_split = 1.0 if hp.eval_image_splitting else 0.0
-        return ProcessedVQA(self._raw(split), self.processor, split == "predict", evaluation_split)
+            return ProcessedVQA(self._raw(split), self.renderer, augment_seed=self.hparams.seed)
+        return ProcessedVQA(self._raw(split), self.renderer, for_generation=split == "predict")
 
     def state_dict(self) -> dict[str, int]:
         """The training data position (epoch, batches this rank consumed in it), saved in checkpoints."""

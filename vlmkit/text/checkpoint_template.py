@@ -31,13 +31,13 @@ _CLOSING_FAKE = re.compile(rf"{re.escape(FAKE_IMAGE_TOKEN)}(?=[^\s<])")
 
 def image_block_text(layout: ImageTokens, crop_markers: bool) -> str:
     """The text that stands for one image, before adjacent fake tokens are merged (Idefics2's processor's string)."""
-    from vlmkit.text.template import SplitImage
+    from vlmkit.text.template import SplitImageTokens
 
     fake, image = FAKE_IMAGE_TOKEN, IMAGE_TOKEN
     if isinstance(layout, int):
         return fake + image * layout + fake
-    if not isinstance(layout, SplitImage):
-        raise ValueError(f"image layout must be an int or a SplitImage, got {layout!r}")
+    if not isinstance(layout, SplitImageTokens):
+        raise ValueError(f"image layout must be an int or a SplitImageTokens, got {layout!r}")
     views = image * layout.tokens_per_image
     if not crop_markers:  # Idefics2: the crops then the whole image, one block each
         return (fake + views + fake) * (layout.rows * layout.cols + 1)

@@ -41,8 +41,8 @@ class Turn:
 
 
 @dataclass(frozen=True)
-class SplitImage:
-    """An image that enters the model as ``rows x cols`` crops followed by the whole image.
+class SplitImageTokens:
+    """The placeholders of a split image: ``rows x cols`` crops followed by the whole image.
 
     Attributes:
         tokens_per_image: Placeholders for each of the ``rows * cols + 1`` views.
@@ -55,8 +55,17 @@ class SplitImage:
     cols: int = 2
 
 
-ImageTokens = int | SplitImage
+ImageTokens = int | SplitImageTokens
 """Per image: its number of placeholders, or the layout of its split views."""
+
+
+def __getattr__(name: str):
+    if name == "SplitImage":  # the name before SplitImageTokens
+        from vlmkit.deprecation import warn_deprecated
+
+        warn_deprecated("vlmkit.text.template.SplitImage is now SplitImageTokens")
+        return SplitImageTokens
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,7 @@ class ChatTemplate:
         Args:
             turns: The conversation; assistant turns must be text only.
             image_token_counts: For each image, in order of appearance, its number of placeholder
-                tokens or a :class:`SplitImage` layout (crops then the whole image).
+                tokens or a :class:`SplitImageTokens` layout (crops then the whole image).
             add_generation_prompt: End with ``Assistant:`` so a model can answer.
 
         Returns:
