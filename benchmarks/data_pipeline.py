@@ -22,7 +22,7 @@ import torch
 from vlmkit.connectors import PerceiverResampler
 from vlmkit.data import MixtureDataModule, ShardSource
 from vlmkit.data.shards import read_input, write_shards
-from vlmkit.data.sources import write_synthetic_jsonl
+from vlmkit.data.synthetic_sources import write_synthetic_jsonl
 from vlmkit.llm import TransformersCausalLM
 from vlmkit.model import VisionLanguageModel
 from vlmkit.vision import TransformersVisionEncoder

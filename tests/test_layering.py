@@ -36,6 +36,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
 
 DEPRECATED_ALIASES: dict[str, str] = {
     "vlmkit.eval.lmms_eval_adapter": "vlmkit.interop.lmms_eval",
+    "vlmkit.data.shard_datamodule": "vlmkit.data.mixture_datamodule",
+    "vlmkit.data.sources": "vlmkit.data.synthetic_sources",
+    "vlmkit.data.webdataset_source": "vlmkit.data.shard_source",
+    "vlmkit.training.callbacks": "vlmkit.training.prediction_writer",
 }
 """Alias module -> the module it re-exports (warning through ``vlmkit.deprecation``); removed in the next release."""
 

@@ -3,7 +3,7 @@
 import pytest
 
 from vlmkit.data.shards import read_input, write_shards
-from vlmkit.data.sources import write_synthetic_jsonl
+from vlmkit.data.synthetic_sources import write_synthetic_jsonl
 
 FORMATS = ("pair", "pdf", "interleaved", "conversation")
 

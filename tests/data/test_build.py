@@ -3,7 +3,7 @@ import json
 import pytest
 
 from vlmkit.cli import main
-from vlmkit.data.webdataset_source import ShardSource
+from vlmkit.data.shard_source import ShardSource
 
 
 def test_data_synth_and_build_through_the_vlmkit_command(tmp_path, capsys):

@@ -16,9 +16,9 @@ from vlmkit.data.image_decode import DEFAULT_MAX_IMAGE_PIXELS, EncodedImage, dec
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.mixture import MixtureStream
 from vlmkit.data.render import SampleRenderer, unsplit_image_spans
+from vlmkit.data.shard_source import ShardSource
 from vlmkit.data.shards import ShardItem, write_shards
 from vlmkit.data.stats import DataStats
-from vlmkit.data.webdataset_source import ShardSource
 
 
 def _bytes(image, format, **kwargs):
@@ -131,7 +131,7 @@ def test_a_12000_x_12000_png_does_not_blow_up_a_worker(tmp_path):
         f"""
         import json, resource
         from vlmkit.data.formats import BadSample
-        from vlmkit.data.webdataset_source import decode_sample
+        from vlmkit.data.shard_source import decode_sample
         raw = {{"__key__": "k", "__url__": "s.tar", "json": b'{{"images": ["0.png"], "caption": "x"}}',
                "0.png": open({str(path)!r}, "rb").read()}}
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

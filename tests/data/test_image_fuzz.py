@@ -14,9 +14,9 @@ from hostile_images import mutations
 from vlmkit.data.formats import BadSample
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.render import SampleRenderer
+from vlmkit.data.shard_source import decode_sample
 from vlmkit.data.shards import _extension
 from vlmkit.data.stats import REASONS
-from vlmkit.data.webdataset_source import decode_sample
 
 CAPTION = json.dumps({"images": ["0.img"], "caption": "a picture"}).encode()
 

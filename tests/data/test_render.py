@@ -8,7 +8,7 @@ from vlmkit.data.collate import VLMCollator
 from vlmkit.data.formats import BadSample, Record
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.render import SampleRenderer, image_runs, truncate
-from vlmkit.data.sources import synthetic_record
+from vlmkit.data.synthetic_sources import synthetic_record
 from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, SplitImageTokens, Turn
 
 TOKENS_PER_IMAGE = 5

@@ -9,7 +9,7 @@ from vlmkit.connectors import PerceiverResampler
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.render import SampleRenderer
 from vlmkit.data.sequence_packing import PackedCollator, block_diagonal_causal_mask, pack
-from vlmkit.data.sources import synthetic_record
+from vlmkit.data.synthetic_sources import synthetic_record
 from vlmkit.llm import TransformersCausalLM
 from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import IGNORE_INDEX

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from vlmkit.data.formats import FORMATS, BadSample
+from vlmkit.data.shard_source import ShardSource
 from vlmkit.data.shards import ShardItem, read_hf_dataset, read_input, write_shards
-from vlmkit.data.sources import synthetic_record, write_synthetic_jsonl
-from vlmkit.data.webdataset_source import ShardSource
+from vlmkit.data.synthetic_sources import synthetic_record, write_synthetic_jsonl
 
 
 def _png(image):

@@ -170,7 +170,7 @@ def test_settings_fold_the_rescale_factor():
     )
     # Idefics2: x / 127.5 - 1 ; vlmkit: (x / 255 - 0.5) / 0.5 -- the same map
     assert settings.image_mean == pytest.approx((0.5,) * 3) and settings.image_std == pytest.approx((0.5,) * 3)
-    assert settings.image_splitting and settings.max_image_size == 980
+    assert settings.split_images and settings.max_image_size == 980
     with pytest.raises(ValueError, match="longest_edge"):
         Idefics2ProcessorSettings.from_dict({"size": {"height": 980, "width": 980}})
 

@@ -80,8 +80,8 @@ def test_import_keeps_the_checkpoint_chat_template_and_stops(llama_checkpoint, t
 @pytest.mark.parametrize("format", ["conversation", "pair"])
 def test_shard_pipeline_renders_an_imported_model_with_its_text(llama_checkpoint, format):
     from vlmkit.data.formats import to_turns
-    from vlmkit.data.shard_datamodule import MixtureDataModule
-    from vlmkit.data.sources import SyntheticSource, synthetic_record
+    from vlmkit.data.mixture_datamodule import MixtureDataModule
+    from vlmkit.data.synthetic_sources import SyntheticSource, synthetic_record
 
     path, vlm = llama_checkpoint
     data = MixtureDataModule(sources=[SyntheticSource(format)])

@@ -41,16 +41,16 @@ from tiny_models import TINY_LM, TINY_SIGLIP, build_tiny_vlm  # noqa: E402
 from vlmkit.adapters import LoRA  # noqa: E402
 from vlmkit.connectors import MLPProjection  # noqa: E402
 from vlmkit.data import SyntheticVQADataModule  # noqa: E402
-from vlmkit.data.shard_datamodule import MixtureDataModule  # noqa: E402
-from vlmkit.data.sources import SyntheticSource  # noqa: E402
+from vlmkit.data.mixture_datamodule import MixtureDataModule  # noqa: E402
+from vlmkit.data.synthetic_sources import SyntheticSource  # noqa: E402
 from vlmkit.eval.benchmarks import load_synthetic  # noqa: E402
 from vlmkit.eval.datamodule import EvaluationDataModule  # noqa: E402
 from vlmkit.eval.task import EvalTask  # noqa: E402
 from vlmkit.llm import TransformersCausalLM  # noqa: E402
 from vlmkit.model import VisionLanguageModel  # noqa: E402
-from vlmkit.training.callbacks import PredictionWriter  # noqa: E402
 from vlmkit.training.divergence import DivergenceGuard  # noqa: E402
 from vlmkit.training.module import VLMModule  # noqa: E402
+from vlmkit.training.prediction_writer import PredictionWriter  # noqa: E402
 from vlmkit.training.preemption import PreemptionCheckpoint  # noqa: E402
 from vlmkit.training.sharding import FullyShard, fsdp1_policies  # noqa: E402
 from vlmkit.vision import TransformersVisionEncoder  # noqa: E402

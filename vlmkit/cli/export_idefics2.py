@@ -5,7 +5,7 @@ flags, as given to ``vlmkit fit``), the checkpoint's weights are loaded (file or
 merged, and :func:`~vlmkit.interop.export_idefics2` writes config, safetensors weights, processor and tokenizer:
 
     vlmkit export-idefics2 --config recipes/idefics2/instruction_tuning.yaml --ckpt_path runs/.../last.ckpt \
-        --output_dir exported/idefics2 --image_splitting
+        --output_dir exported/idefics2 --split_images
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from vlmkit.cli.lightning_cli import build_cli
+from vlmkit.deprecation import warn_deprecated
 from vlmkit.interop.idefics2 import export_idefics2
 from vlmkit.interop.idefics2_processing import Idefics2ProcessorSettings
 from vlmkit.training.checkpoints import load_model_weights
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", required=True, help="folder for the transformers checkpoint")
     parser.add_argument("--max_image_size", type=int, default=980, help="processor longest_edge (default 980)")
     parser.add_argument("--min_image_size", type=int, default=378, help="processor shortest_edge (default 378)")
-    parser.add_argument("--image_splitting", action="store_true", help="processor do_image_splitting=True")
+    parser.add_argument("--split_images", action="store_true", help="processor do_image_splitting=True")
+    parser.add_argument("--image_splitting", action="store_true", help=argparse.SUPPRESS)  # deprecated: --split_images
     parser.add_argument(
         "--trust_checkpoint",
         action="store_true",
@@ -50,6 +52,8 @@ def main(args: list[str] | None = None) -> Path:
             ``--trust_checkpoint``); the message names the file.
     """
     options, recipe_args = build_parser().parse_known_args(args)
+    if options.image_splitting:
+        warn_deprecated("vlmkit export-idefics2 --image_splitting is now --split_images", stacklevel=2)
     if options.ckpt_path is not None:
         existing_checkpoint(options.ckpt_path)  # fail before building the model
     cli = build_cli([*recipe_args, "--trainer.logger", "false"], run=False)
@@ -62,7 +66,7 @@ def main(args: list[str] | None = None) -> Path:
         min_image_size=options.min_image_size,
         image_mean=vlm.vision_encoder.image_mean,
         image_std=vlm.vision_encoder.image_std,
-        image_splitting=options.image_splitting,
+        split_images=options.split_images or options.image_splitting,
     )
     export_idefics2(vlm, options.output_dir, settings)
     print(f"wrote a transformers Idefics2 checkpoint to {options.output_dir}")

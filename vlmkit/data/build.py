@@ -14,7 +14,7 @@ import sys
 from vlmkit.data.formats import FORMATS
 from vlmkit.data.image_decode import DEFAULT_MAX_IMAGE_PIXELS
 from vlmkit.data.shards import read_input, write_shards
-from vlmkit.data.sources import write_synthetic_jsonl
+from vlmkit.data.synthetic_sources import write_synthetic_jsonl
 
 
 def _parser() -> argparse.ArgumentParser:

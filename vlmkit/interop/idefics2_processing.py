@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vlmkit.data.image_processing import ImageProcessor
+from vlmkit.deprecation import renamed_argument, warn_deprecated
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, Idefics2Processor, PreTrainedTokenizerBase
@@ -46,7 +47,7 @@ turns ending with ``<end_of_utterance>\n``, ``": "`` after the role unless the t
 exported processors, and used for imported checkpoints that have no chat template of their own."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Idefics2ProcessorSettings:
     """The image settings of an Idefics2 processor, in vlmkit's terms.
 
@@ -55,14 +56,37 @@ class Idefics2ProcessorSettings:
         min_image_size: Idefics2's ``size["shortest_edge"]`` (378).
         image_mean: Per-channel mean applied to pixels in ``[0, 1]`` (Idefics2's rescale factor folded in).
         image_std: Per-channel std applied to pixels in ``[0, 1]``.
-        image_splitting: Idefics2's ``do_image_splitting`` (4 crops + the whole image).
+        split_images: Idefics2's ``do_image_splitting``: every image as 4 crops + the whole image.
     """
 
     max_image_size: int = 980
     min_image_size: int = 378
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    image_splitting: bool = False
+    split_images: bool = False
+
+    def __init__(
+        self,
+        max_image_size: int = 980,
+        min_image_size: int = 378,
+        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        split_images: bool = False,
+        *,
+        image_splitting: bool | None = None,
+    ) -> None:
+        split_images = renamed_argument(
+            "Idefics2ProcessorSettings", "image_splitting", image_splitting, "split_images", split_images, False
+        )
+        values = (max_image_size, min_image_size, tuple(image_mean), tuple(image_std), split_images)
+        for name, value in zip(("max_image_size", "min_image_size", "image_mean", "image_std", "split_images"), values):
+            object.__setattr__(self, name, value)
+
+    @property
+    def image_splitting(self) -> bool:
+        """Deprecated name of :attr:`split_images`."""
+        warn_deprecated("Idefics2ProcessorSettings.image_splitting is now split_images")
+        return self.split_images
 
     @classmethod
     def from_pretrained(cls, path_or_name: str) -> Idefics2ProcessorSettings:
@@ -100,7 +124,7 @@ class Idefics2ProcessorSettings:
             min_image_size=int(size["shortest_edge"]),
             image_mean=tuple(float(m) / scale for m in mean),
             image_std=tuple(float(s) / scale for s in std),
-            image_splitting=bool(config.get("do_image_splitting", False)),
+            split_images=bool(config.get("do_image_splitting", False)),
         )
 
     def image_processor(self, patch_size: int) -> ImageProcessor:
@@ -121,7 +145,7 @@ class Idefics2ProcessorSettings:
             image_processor,
             vlm.num_image_tokens,
             crop_markers=False,
-            chat_template=getattr(vlm, "chat_template", None),
+            chat_template=vlm.chat_template,
         )
 
     def processor(
@@ -131,7 +155,7 @@ class Idefics2ProcessorSettings:
         from transformers import Idefics2ImageProcessor, Idefics2Processor
 
         image_processor = Idefics2ImageProcessor(
-            do_image_splitting=self.image_splitting,
+            do_image_splitting=self.split_images,
             size={"shortest_edge": self.min_image_size, "longest_edge": self.max_image_size},
             image_mean=list(self.image_mean),
             image_std=list(self.image_std),

@@ -21,6 +21,7 @@ from PIL import Image
 
 from vlmkit.data.collate import VLMCollator
 from vlmkit.data.processor import VLMProcessor
+from vlmkit.deprecation import renamed_argument
 from vlmkit.eval.generation import decode
 from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import Turn
@@ -35,9 +36,10 @@ class VlmkitLMMSAdapter:
         vlm: The model to evaluate.
         max_image_size: Processor cap on the longest side.
         min_image_size: Processor target for the shortest side.
-        image_splitting: Give every image as 4 crops + itself.
+        eval_image_splitting: Give every image as 4 crops + itself.
         chat: Render requests with the chat template (instruction models) or as plain text.
         default_max_new_tokens: Generation budget when a task does not set ``max_new_tokens``.
+        image_splitting: Deprecated name of ``eval_image_splitting``.
     """
 
     def __init__(
@@ -45,15 +47,18 @@ class VlmkitLMMSAdapter:
         vlm: VisionLanguageModel,
         max_image_size: int = 980,
         min_image_size: int = 378,
-        image_splitting: bool = False,
+        eval_image_splitting: bool = False,
         chat: bool = True,
         default_max_new_tokens: int = 128,
+        image_splitting: bool | None = None,
     ) -> None:
         super().__init__()  # lmms-eval's base class, when mixed in
         self.vlm = vlm.eval()
         self.processor = VLMProcessor.from_model(vlm, max_image_size, min_image_size)
         self.collate = VLMCollator(vlm.tokenizer.pad_token_id, vlm.vision_encoder.patch_size, padding_side="left")
-        self.image_splitting = image_splitting
+        self.eval_image_splitting = renamed_argument(
+            "lmms_eval_model", "image_splitting", image_splitting, "eval_image_splitting", eval_image_splitting, False
+        )
         self.chat = chat
         self.default_max_new_tokens = default_max_new_tokens
         self.task_dict: dict[str, Any] = {}
@@ -70,7 +75,7 @@ class VlmkitLMMSAdapter:
     def _prompt(self, images: list[Image.Image], context: str) -> dict[str, Any]:
         content = [*({"type": "image"} for _ in images), context]
         turns = [Turn("user" if self.chat else "text", content)]
-        item = self.processor(images, turns, add_generation_prompt=self.chat, split_images=self.image_splitting)
+        item = self.processor(images, turns, add_generation_prompt=self.chat, split_images=self.eval_image_splitting)
         return self.collate([item])
 
     @torch.no_grad()

@@ -1,8 +1,8 @@
 """The training system: the LightningModule, schedules and parameter groups."""
 
-from vlmkit.training.callbacks import PredictionWriter
 from vlmkit.training.divergence import DivergenceError, DivergenceGuard
 from vlmkit.training.module import VLMModule
+from vlmkit.training.prediction_writer import PredictionWriter
 from vlmkit.training.preemption import PreemptionCheckpoint
 from vlmkit.training.schedules import WarmupCosineSchedule
 from vlmkit.training.sharding import FullyShard

@@ -25,9 +25,9 @@ from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import IGNORE_INDEX
 from vlmkit.trainability import parameter_table
 from vlmkit.training.checkpoints import drop_frozen, load_model_weights, restore_frozen
-from vlmkit.training.eval_metrics import TaskAccuracy, WeightedMean
 from vlmkit.training.precision import half_precision_note, keep_trainable_in_fp32
 from vlmkit.training.sharding import FullyShard, parameters_without_gradient
+from vlmkit.training.validation_metrics import TaskAccuracy, WeightedMean
 
 
 def _built_from_config() -> bool:

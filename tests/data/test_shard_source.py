@@ -9,9 +9,9 @@ from torch.utils.data import DataLoader
 
 from vlmkit.data.formats import BadSample, Record
 from vlmkit.data.mixture import MixtureStream
+from vlmkit.data.shard_source import ShardSource, expand_urls
 from vlmkit.data.shards import ShardItem, write_shards
 from vlmkit.data.stats import DataStats
-from vlmkit.data.webdataset_source import ShardSource, expand_urls
 
 
 def _png(width=16, height=16):

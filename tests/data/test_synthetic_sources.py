@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vlmkit.data.formats import FORMATS, validate
-from vlmkit.data.sources import SyntheticSource, synthetic_record, write_synthetic_jsonl
+from vlmkit.data.synthetic_sources import SyntheticSource, synthetic_record, write_synthetic_jsonl
 
 
 @pytest.mark.parametrize("format", FORMATS)

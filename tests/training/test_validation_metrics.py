@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vlmkit.training.eval_metrics import TaskAccuracy, WeightedMean
+from vlmkit.training.validation_metrics import TaskAccuracy, WeightedMean
 
 
 def test_weighted_mean_ignores_zero_weight_rows_and_keeps_nan_visible():

@@ -7,10 +7,10 @@ import lightning as L
 import pytest
 import torch
 
-from vlmkit.data.shard_datamodule import MixtureDataModule
+from vlmkit.data.mixture_datamodule import MixtureDataModule
+from vlmkit.data.shard_source import ShardSource
 from vlmkit.data.shards import ShardItem, write_shards
-from vlmkit.data.sources import SyntheticSource, synthetic_record
-from vlmkit.data.webdataset_source import ShardSource
+from vlmkit.data.synthetic_sources import SyntheticSource, synthetic_record
 from vlmkit.training import VLMModule
 
 
@@ -182,7 +182,7 @@ def test_a_source_whose_shards_yield_nothing_stops_training_naming_it(shard_dirs
 
 @pytest.mark.parametrize("saved, resumed", [(0, 2), (2, 1)])
 def test_resuming_with_another_num_workers_says_what_differs_and_what_to_pass(shard_dirs, tiny_vlm, saved, resumed):
-    from vlmkit.data.shard_datamodule import DataResumeError
+    from vlmkit.data.mixture_datamodule import DataResumeError
 
     loader = datamodule(shard_dirs, tiny_vlm, num_workers=saved).train_dataloader()
     iterator = iter(loader)

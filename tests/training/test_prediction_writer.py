@@ -1,7 +1,7 @@
 import json
 from types import SimpleNamespace
 
-from vlmkit.training.callbacks import PredictionWriter
+from vlmkit.training.prediction_writer import PredictionWriter
 
 
 def _write(tmp_path, predictions, batch_indices):
