@@ -20,7 +20,11 @@ Trainability = TrainabilityMode | LoRA
 
 
 def apply_trainability(
-    module: nn.Module, mode: Trainability, argument: str, trainable_tokens: dict[str, list[int]] | None = None
+    module: nn.Module,
+    mode: Trainability,
+    argument: str,
+    trainable_tokens: dict[str, list[int]] | None = None,
+    quantization: str | None = None,
 ) -> None:
     """Make ``module`` frozen, fully trainable, or adapted, in place.
 
@@ -30,6 +34,7 @@ def apply_trainability(
         argument: The argument name, for error messages.
         trainable_tokens: Embedding/output layer names of ``module`` mapped to rows that train even when the
             rest is frozen or adapted (the VLM's new special tokens).
+        quantization: The part's declared ``quantization`` (its weights are 4-/8-bit): it cannot train in full.
 
     Raises:
         ValueError: Naming ``argument`` for an unknown mode, or for full training of a quantized part.
@@ -43,9 +48,9 @@ def apply_trainability(
         return
     if mode not in get_args(TrainabilityMode):
         raise ValueError(f"{argument}={mode!r}; expected one of {list(get_args(TrainabilityMode))} or a LoRA")
-    if mode == "full" and getattr(module, "quantization", None):
+    if mode == "full" and quantization:
         raise ValueError(
-            f"{argument}='full' on a {module.quantization}-quantized part: quantized weights cannot be trained; "
+            f"{argument}='full' on a {quantization}-quantized part: quantized weights cannot be trained; "
             "use 'lora'/'dora' (QLoRA) or 'frozen'"
         )
     module.requires_grad_(mode == "full")

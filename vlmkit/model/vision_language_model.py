@@ -100,12 +100,15 @@ class VisionLanguageModel(nn.Module):
             raise ValueError(f"neftune_alpha must be >= 0, got {neftune_alpha}")
         self.neftune_alpha = neftune_alpha
         tokenizer = language_model.tokenizer
-        apply_trainability(self.vision_encoder, train_vision_encoder, "train_vision_encoder")
+        apply_trainability(
+            self.vision_encoder, train_vision_encoder, "train_vision_encoder", quantization=vision_encoder.quantization
+        )
         apply_trainability(
             self.language_model,
             train_language_model,
             "train_language_model",
             trainable_tokens=_new_token_rows(language_model, tokenizer.convert_tokens_to_ids(list(VLM_SPECIAL_TOKENS))),
+            quantization=language_model.quantization,
         )
         apply_trainability(self.fusion, train_fusion, "train_fusion")
         self._block_classes = self.block_classes()  # before checkpoint wrappers hide the layer types
