@@ -12,9 +12,9 @@ import io
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
@@ -84,6 +84,37 @@ def full(samples: list, limit: int | None) -> bool:
     return limit is not None and len(samples) >= limit
 
 
+Item = TypeVar("Item")
+Sample = TypeVar("Sample")
+
+
+def collect(
+    items: Iterable[Item],
+    limit: int | None,
+    sample: Callable[[Item], Sample | None],
+    missing: MissingImages | None = None,
+) -> list[Sample]:
+    """The reader loop: ``sample(item)`` of each item in order (``None``: skipped), at most ``limit`` of them.
+
+    Args:
+        items: The records of a benchmark file, in file order (often ``enumerate(...)`` of them).
+        limit: Most samples to return; ``None``: all.
+        sample: Builds one sample from one item (raising, naming the file and record, on a bad one), or returns
+            ``None`` to skip it (a missing image under ``skip_missing_images``).
+        missing: The reader's missing-image policy; its count is logged once the loop ends.
+    """
+    samples: list[Sample] = []
+    for item in items:
+        if full(samples, limit):
+            break
+        made = sample(item)
+        if made is not None:
+            samples.append(made)
+    if missing is not None:
+        missing.report()
+    return samples
+
+
 def open_image_bytes(data: bytes, source: Path, where: str) -> Image.Image:
     """A lazily decoded PIL image from encoded bytes (JPEG, PNG, ...); ``ValueError`` if unreadable."""
     try:
@@ -137,3 +168,39 @@ class MissingImages:
                 self.count,
                 self.first,
             )
+
+
+class Annotations(NamedTuple):
+    """A benchmark's JSON annotation file, opened: what every JSON reader starts from."""
+
+    source: Path
+    """The file (named in every error)."""
+    data: Any
+    """Its parsed JSON."""
+    items: list
+    """The list of records under the reader's key."""
+    image_dir: Path
+    """The checked image directory."""
+    missing: MissingImages
+    """The missing-image policy of the reader."""
+
+
+def open_annotations(
+    path: StrPath,
+    key: str,
+    image_dir: StrPath,
+    skip_missing_images: bool,
+    logger: logging.Logger,
+    what: str = "annotation file",
+) -> Annotations:
+    """Read ``path`` (a JSON file with a list under ``key``) and check ``image_dir``, naming the files at fault."""
+    source = Path(path)
+    data = read_json(source, what)
+    items = records(data, key, source)
+    return Annotations(
+        source,
+        data,
+        items,
+        existing_dir(image_dir, "image directory"),
+        MissingImages(source, skip_missing_images, logger),
+    )

@@ -18,15 +18,16 @@ Design: one ``EvalSample`` per image, with all its reference captions as ``answe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vlmkit.eval.benchmarks._common import (
-    MissingImages,
+    Annotations,
     StrPath,
     check_limit,
-    existing_dir,
-    full,
-    read_json,
+    collect,
+    open_annotations,
     records,
     require,
 )
@@ -65,57 +66,53 @@ def load_coco_captions(
             and key).
     """
     check_limit(limit)
-    source = Path(annotations_file)
-    data = read_json(source)
-    images = records(data, "images", source)
-    image_dir = existing_dir(image_dir, "image directory")
-    missing = MissingImages(source, skip_missing_images, logger)
+    files = open_annotations(annotations_file, "images", image_dir, skip_missing_images, logger)
+    data, images = files.data, files.items
     if isinstance(data, dict) and "annotations" in data:
-        samples = _official(data, images, source, image_dir, limit, missing)
+        sample = _official(files)
     elif data.get("dataset") or (images and isinstance(images[0], dict) and "sentences" in images[0]):
-        samples = _karpathy(images, source, image_dir, split, limit, missing)
+        sample = _karpathy(files, split)
     else:
         raise ValueError(
-            f"{source}: neither a COCO captions file (no 'annotations' key) nor a Karpathy split file "
+            f"{files.source}: neither a COCO captions file (no 'annotations' key) nor a Karpathy split file "
             "(no 'sentences' in its images)"
         )
-    missing.report()
-    return samples
+    return collect(enumerate(images), limit, sample, files.missing)
 
 
-def _official(
-    data: dict, images: list, source: Path, image_dir: Path, limit: int | None, missing: MissingImages
-) -> list[EvalSample]:
+def _official(files: Annotations) -> Callable[[tuple[int, Any]], EvalSample | None]:
+    """The sample of each image record of an official captions file (its captions gathered first)."""
+    source = files.source
     captions: dict[object, list[str]] = {}
-    for j, annotation in enumerate(records(data, "annotations", source)):
+    for j, annotation in enumerate(records(files.data, "annotations", source)):
         image_id = require(annotation, "image_id", source, f"annotation {j}")
         caption = require(annotation, "caption", source, f"annotation {j} (image_id {image_id})")
         captions.setdefault(image_id, []).append(str(caption).strip())
-    samples: list[EvalSample] = []
-    for i, image in enumerate(images):
-        if full(samples, limit):
-            break
+
+    def sample(numbered: tuple[int, Any]) -> EvalSample | None:
+        i, image = numbered
         image_id = require(image, "id", source, f"image record {i}")
         where = f"image record {i} (id {image_id})"
         file_name = str(require(image, "file_name", source, where))
-        path = image_dir / file_name
-        if missing.found(path, where):
-            samples.append(_sample(image_id, path, captions.get(image_id, []), file_name))
-    return samples
+        path = files.image_dir / file_name
+        return (
+            _sample(image_id, path, captions.get(image_id, []), file_name) if files.missing.found(path, where) else None
+        )
+
+    return sample
 
 
-def _karpathy(
-    images: list, source: Path, image_dir: Path, split: str | None, limit: int | None, missing: MissingImages
-) -> list[EvalSample]:
-    samples: list[EvalSample] = []
-    for i, image in enumerate(images):
-        if full(samples, limit):
-            break
+def _karpathy(files: Annotations, split: str | None) -> Callable[[tuple[int, Any]], EvalSample | None]:
+    """The sample of each image record of a Karpathy split file (``None`` for other splits)."""
+    source, image_dir = files.source, files.image_dir
+
+    def sample(numbered: tuple[int, Any]) -> EvalSample | None:
+        i, image = numbered
         id_key = "cocoid" if isinstance(image, dict) and "cocoid" in image else "imgid"
         image_id = require(image, id_key, source, f"image record {i}")
         where = f"image record {i} ({id_key} {image_id})"
         if split is not None and require(image, "split", source, where) != split:
-            continue
+            return None
         file_name = str(require(image, "filename", source, where))
         path = image_dir / str(image.get("filepath", "")) / file_name
         if not path.is_file() and (image_dir / file_name).is_file():
@@ -124,9 +121,9 @@ def _karpathy(
         if not isinstance(sentences, list):
             raise ValueError(f"{source}: {where} has 'sentences' that is not a list")
         captions = [str(require(s, "raw", source, f"{where} sentence {k}")).strip() for k, s in enumerate(sentences)]
-        if missing.found(path, where):
-            samples.append(_sample(image_id, path, captions, file_name))
-    return samples
+        return _sample(image_id, path, captions, file_name) if files.missing.found(path, where) else None
+
+    return sample
 
 
 def _sample(image_id: object, path: Path, captions: list[str], file_name: str) -> EvalSample:

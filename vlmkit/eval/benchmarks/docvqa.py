@@ -12,19 +12,10 @@ Design: one ``EvalSample`` per question with all accepted answers (ANLS takes th
 from __future__ import annotations
 
 import logging
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
+from typing import Any
 
-from vlmkit.eval.benchmarks._common import (
-    MissingImages,
-    StrPath,
-    check_limit,
-    existing_dir,
-    full,
-    read_json,
-    records,
-    require,
-    strings,
-)
+from vlmkit.eval.benchmarks._common import StrPath, check_limit, collect, open_annotations, require, strings
 from vlmkit.eval.sample import EvalSample
 
 logger = logging.getLogger(__name__)
@@ -53,14 +44,12 @@ def load_docvqa(
         ValueError: If a record lacks a key (the message names file, record and key).
     """
     check_limit(limit)
-    source = Path(annotations_file)
-    items = records(read_json(source), "data", source)
-    image_dir = existing_dir(image_dir, "image directory")
-    missing = MissingImages(source, skip_missing_images, logger)
-    samples: list[EvalSample] = []
-    for i, item in enumerate(items):
-        if full(samples, limit):
-            break
+    source, _, items, image_dir, missing = open_annotations(
+        annotations_file, "data", image_dir, skip_missing_images, logger
+    )
+
+    def sample(numbered: tuple[int, Any]) -> EvalSample | None:
+        i, item = numbered
         question_id = require(item, "questionId", source, f"record {i}")
         where = f"record {i} (questionId {question_id})"
         relative = PurePosixPath(str(require(item, "image", source, where)))
@@ -68,19 +57,12 @@ def load_docvqa(
         if not path.is_file() and (image_dir / relative.name).is_file():
             path = image_dir / relative.name  # a flat directory of page images
         if not missing.found(path, where):
-            continue
+            return None
         extra = {"doc_id": item["docId"]} if "docId" in item else {}
         if "question_types" in item:
             extra["question_types"] = item["question_types"]
-        samples.append(
-            EvalSample(
-                id=str(question_id),
-                images=(path,),
-                question=str(require(item, "question", source, where)),
-                answers=strings(item, "answers", source, where),
-                task="docvqa",
-                extra=extra,
-            )
-        )
-    missing.report()
-    return samples
+        question = str(require(item, "question", source, where))
+        answers = strings(item, "answers", source, where)
+        return EvalSample(str(question_id), (path,), question, answers, task="docvqa", extra=extra)
+
+    return collect(enumerate(items), limit, sample, missing)

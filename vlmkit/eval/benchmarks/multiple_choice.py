@@ -38,8 +38,8 @@ from vlmkit.eval.benchmarks._common import (
     MissingImages,
     StrPath,
     check_limit,
+    collect,
     existing_file,
-    full,
     open_image_base64,
     require,
 )
@@ -74,10 +74,9 @@ def load_mmbench(tsv_file: StrPath, limit: int | None = None) -> list[EvalSample
     source = existing_file(tsv_file, "MMBench TSV file")
     rows = _read_tsv(source)  # all of it, even with a limit: a row may borrow a later row's image
     image_of = {(row.get("index") or "").strip(): row.get("image") or "" for row in rows}
-    samples: list[EvalSample] = []
-    for i, row in enumerate(rows):
-        if full(samples, limit):
-            break
+
+    def sample(numbered: tuple[int, dict[str, str]]) -> EvalSample:
+        i, row = numbered
         index = _cell(row, "index", source, f"row {i}")
         where = f"row {i} (index {index})"
         encoded = _cell(row, "image", source, where)
@@ -89,19 +88,18 @@ def load_mmbench(tsv_file: StrPath, limit: int | None = None) -> list[EvalSample
         if answer and answer not in _LETTERS[: len(choices)]:
             raise ValueError(f"{source}: {where} has answer {answer!r}, not one of its {len(choices)} options")
         keys = ("category", "l2-category", "split", "source")
-        samples.append(
-            EvalSample(
-                id=index,
-                images=(image,),
-                question=_cell(row, "question", source, where),
-                answers=(answer,) if answer else (),
-                choices=choices,
-                task="mmbench",
-                context=_cell(row, "hint", source, where) if "hint" in row else "",
-                extra={key: row[key] for key in keys if _present(row.get(key))},
-            )
+        return EvalSample(
+            id=index,
+            images=(image,),
+            question=_cell(row, "question", source, where),
+            answers=(answer,) if answer else (),
+            choices=choices,
+            task="mmbench",
+            context=_cell(row, "hint", source, where) if "hint" in row else "",
+            extra={key: row[key] for key in keys if _present(row.get(key))},
         )
-    return samples
+
+    return collect(enumerate(rows), limit, sample)
 
 
 def load_mmmu(
@@ -130,10 +128,9 @@ def load_mmmu(
     """
     check_limit(limit)
     missing = MissingImages(Path(source), skip_missing_images, logger)
-    samples: list[EvalSample] = []
-    for file, i, row in table_rows(Path(source), split, "MMMU"):
-        if full(samples, limit):
-            break
+
+    def sample(located: tuple[Path, int, dict]) -> EvalSample | None:
+        file, i, row = located
         mmmu_id = str(require(row, "id", file, f"row {i}"))
         where = f"row {i} (id {mmmu_id})"
         question = str(require(row, "question", file, where))
@@ -142,20 +139,18 @@ def load_mmmu(
         answer = str(require(row, "answer", file, where))
         images = _mmmu_images(row, question, options, file, where)
         if not all(missing.found(image, where) for image in images if isinstance(image, Path)):
-            continue
-        samples.append(
-            EvalSample(
-                id=mmmu_id,
-                images=tuple(images),
-                question=question,
-                answers=() if answer in ("", "?") else (answer,),
-                choices=tuple(options) if multiple_choice else (),
-                task="mmmu",
-                extra={k: row[k] for k in ("question_type", "subfield", "topic_difficulty", "img_type") if k in row},
-            )
+            return None
+        return EvalSample(
+            id=mmmu_id,
+            images=tuple(images),
+            question=question,
+            answers=() if answer in ("", "?") else (answer,),
+            choices=tuple(options) if multiple_choice else (),
+            task="mmmu",
+            extra={k: row[k] for k in ("question_type", "subfield", "topic_difficulty", "img_type") if k in row},
         )
-    missing.report()
-    return samples
+
+    return collect(table_rows(Path(source), split, "MMMU"), limit, sample, missing)
 
 
 def load_mathvista(
@@ -197,17 +192,16 @@ def load_mathvista(
         base = json_file.parent if json_file else source if source.is_dir() else source.parent
     rows = json_rows(json_file, "pid") if json_file else table_rows(source, split, "MathVista")
     missing = MissingImages(json_file or source, skip_missing_images, logger)
-    samples: list[EvalSample] = []
-    for file, i, row in rows:
-        if full(samples, limit):
-            break
+
+    def sample(located: tuple[Path, int, dict]) -> EvalSample | None:
+        file, i, row = located
         pid = str(require(row, "pid", file, f"record {i}"))
         where = f"record {i} (pid {pid})"
         image = image_from_cell(row.get("decoded_image"), file, f"{where} decoded_image")
         if image is None:
             image = base / str(require(row, "image", file, where))
         if isinstance(image, Path) and not missing.found(image, where):
-            continue
+            return None
         answer = require(row, "answer", file, where)
         answer = "" if answer is None else str(answer)
         choices: tuple[str, ...] = ()
@@ -218,19 +212,17 @@ def load_mathvista(
             choices = tuple(str(c) for c in options)
             answer = _letter(answer, choices, file, where) if answer else ""
         keys = ("question_type", "answer_type", "precision", "unit", "query", "metadata")
-        samples.append(
-            EvalSample(
-                id=pid,
-                images=(image,),
-                question=str(require(row, "question", file, where)),
-                answers=(answer,) if answer else (),
-                choices=choices,
-                task="mathvista",
-                extra={k: row[k] for k in keys if k in row},
-            )
+        return EvalSample(
+            id=pid,
+            images=(image,),
+            question=str(require(row, "question", file, where)),
+            answers=(answer,) if answer else (),
+            choices=choices,
+            task="mathvista",
+            extra={k: row[k] for k in keys if k in row},
         )
-    missing.report()
-    return samples
+
+    return collect(rows, limit, sample, missing)
 
 
 def _read_tsv(source: Path) -> list[dict[str, str]]:

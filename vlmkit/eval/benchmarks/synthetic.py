@@ -6,29 +6,20 @@ so the same arguments always give the same questions and images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
-from vlmkit.data.synthetic import MAX_SHAPES, SyntheticVQADataset
+from vlmkit.data.synthetic import SyntheticVQADataset
 from vlmkit.eval.sample import EvalSample
 
 
-def load_synthetic(
-    num_samples: int,
-    seed: int = 0,
-    tasks: Sequence[str] = ("color", "shape", "count", "position"),
-    min_size: int = 32,
-    max_size: int = 96,
-    max_shapes: int = MAX_SHAPES,
-) -> list[EvalSample]:
+def load_synthetic(num_samples: int, seed: int = 0, **dataset_options: Any) -> list[EvalSample]:
     """Generate ``num_samples`` synthetic questions as ``EvalSample``s.
 
     Args:
         num_samples: Number of samples.
         seed: Dataset seed (use one not seen in training).
-        tasks: Task names cycled through round-robin, from ``vlmkit.data.synthetic.TASKS``.
-        min_size: Smallest image side in pixels.
-        max_size: Largest image side in pixels.
-        max_shapes: Most shapes per image.
+        **dataset_options: The other arguments of :class:`~vlmkit.data.synthetic.SyntheticVQADataset`: ``tasks``
+            (cycled through round-robin), ``min_size``, ``max_size``, ``max_shapes``.
 
     Returns:
         One sample per index: ``id`` is the index, ``images`` the generated PIL image, ``answers`` the single
@@ -38,7 +29,7 @@ def load_synthetic(
     Raises:
         ValueError: If an argument is invalid (see ``SyntheticVQADataset``).
     """
-    dataset = SyntheticVQADataset(num_samples, seed, tasks, min_size, max_size, max_shapes)
+    dataset = SyntheticVQADataset(num_samples, seed, **dataset_options)
     samples = []
     for index in range(len(dataset)):
         sample = dataset[index]

@@ -28,13 +28,13 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from vlmkit.eval.benchmarks._common import (
-    MissingImages,
     StrPath,
     check_limit,
-    existing_dir,
-    full,
+    collect,
+    open_annotations,
     read_json,
     records,
     require,
@@ -78,17 +78,14 @@ def load_vqav2(
 
 
 def load_okvqa(
-    questions_file: StrPath,
-    annotations_file: StrPath | None,
-    image_dir: StrPath,
-    limit: int | None = None,
-    skip_missing_images: bool = False,
+    questions_file: StrPath, annotations_file: StrPath | None, image_dir: StrPath, **options: Any
 ) -> list[EvalSample]:
     """Read OK-VQA (``OpenEnded_mscoco_val2014_questions.json``, ``mscoco_val2014_annotations.json``).
 
-    Same layout, arguments, results and errors as ``load_vqav2``; the task is ``"okvqa"``.
+    Same layout, arguments (``limit``, ``skip_missing_images``), results and errors as ``load_vqav2``; the task is
+    ``"okvqa"``.
     """
-    return _load_coco_vqa(questions_file, annotations_file, image_dir, "okvqa", limit, skip_missing_images)
+    return _load_coco_vqa(questions_file, annotations_file, image_dir, "okvqa", **options)
 
 
 def load_textvqa(
@@ -113,32 +110,23 @@ def load_textvqa(
         ValueError: If a record lacks a key (the message names file, record and key).
     """
     check_limit(limit)
-    source = Path(annotations_file)
-    items = records(read_json(source), "data", source)
-    image_dir = existing_dir(image_dir, "image directory")
-    missing = MissingImages(source, skip_missing_images, logger)
-    samples: list[EvalSample] = []
-    for i, item in enumerate(items):
-        if full(samples, limit):
-            break
+    source, _, items, image_dir, missing = open_annotations(
+        annotations_file, "data", image_dir, skip_missing_images, logger
+    )
+
+    def sample(numbered: tuple[int, Any]) -> EvalSample | None:
+        i, item = numbered
         question_id = require(item, "question_id", source, f"record {i}")
         where = f"record {i} (question_id {question_id})"
         image_id = str(require(item, "image_id", source, where))
         path = image_dir / f"{image_id}.jpg"
         if not missing.found(path, where):
-            continue
-        samples.append(
-            EvalSample(
-                id=str(question_id),
-                images=(path,),
-                question=str(require(item, "question", source, where)),
-                answers=strings(item, "answers", source, where),
-                task="textvqa",
-                extra={"image_id": image_id},
-            )
-        )
-    missing.report()
-    return samples
+            return None
+        question = str(require(item, "question", source, where))
+        answers = strings(item, "answers", source, where)
+        return EvalSample(str(question_id), (path,), question, answers, task="textvqa", extra={"image_id": image_id})
+
+    return collect(enumerate(items), limit, sample, missing)
 
 
 def _load_coco_vqa(
@@ -146,20 +134,18 @@ def _load_coco_vqa(
     annotations_file: StrPath | None,
     image_dir: StrPath,
     task: str,
-    limit: int | None,
-    skip_missing_images: bool,
+    limit: int | None = None,
+    skip_missing_images: bool = False,
 ) -> list[EvalSample]:
     check_limit(limit)
-    source = Path(questions_file)
-    data = read_json(source, "questions file")
-    questions = records(data, "questions", source)
+    source, data, questions, image_dir, missing = open_annotations(
+        questions_file, "questions", image_dir, skip_missing_images, logger, "questions file"
+    )
     annotations = None if annotations_file is None else _Annotations(Path(annotations_file))
-    images = _CocoImages(existing_dir(image_dir, "image directory"), data.get("data_subtype"))
-    missing = MissingImages(source, skip_missing_images, logger)
-    samples: list[EvalSample] = []
-    for i, question in enumerate(questions):
-        if full(samples, limit):
-            break
+    images = _CocoImages(image_dir, data.get("data_subtype"))
+
+    def sample(numbered: tuple[int, Any]) -> EvalSample | None:
+        i, question = numbered
         question_id = require(question, "question_id", source, f"record {i}")
         where = f"record {i} (question_id {question_id})"
         image_id = require(question, "image_id", source, where)
@@ -167,20 +153,12 @@ def _load_coco_vqa(
             raise ValueError(f"{source}: {where} has a non-integer 'image_id' {image_id!r}")
         path = images.find(image_id)
         if not missing.found(path, where):
-            continue
+            return None
         answers, extra = annotations.lookup(question_id, where, source) if annotations else ((), {})
-        samples.append(
-            EvalSample(
-                id=str(question_id),
-                images=(path,),
-                question=str(require(question, "question", source, where)),
-                answers=answers,
-                task=task,
-                extra={"image_id": image_id, **extra},
-            )
-        )
-    missing.report()
-    return samples
+        text = str(require(question, "question", source, where))
+        return EvalSample(str(question_id), (path,), text, answers, task=task, extra={"image_id": image_id, **extra})
+
+    return collect(enumerate(questions), limit, sample, missing)
 
 
 class _Annotations:

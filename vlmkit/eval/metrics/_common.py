@@ -1,4 +1,7 @@
-"""Helpers shared by the metrics: argument checks and strings carried in tensor states.
+"""Helpers shared by the metrics: argument checks, means over samples, and strings carried in tensor states.
+
+Most metrics are a mean of a per-sample score: :func:`add_mean_states`, :func:`add_scores` and :func:`mean_score`
+(their ``compute``) give them one pair of states synced as sums, so the value over N ranks is that of one process.
 
 Corpus-level metrics (CIDEr-D) must see every rank's text, so strings travel as UTF-8 bytes in list states
 reduced with ``cat``. The bytes are stored in the metric's float dtype, not ``uint8``: torchmetrics pads an
@@ -11,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 _FIELD_END = b"\xfe"  # bytes 0xFE and 0xFF never occur in UTF-8
@@ -38,6 +42,23 @@ def reference_lists(predictions: Sequence[str], references: Sequence[str | Seque
     if any(not refs for refs in lists):
         raise ValueError("every sample needs at least one reference")
     return lists
+
+
+def add_mean_states(metric: Metric) -> None:
+    """Give ``metric`` the states of a mean over samples: the summed score (float64) and the count, both summed."""
+    metric.add_state("score", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+    metric.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+
+def add_scores(metric: Metric, scores: Sequence[float]) -> None:
+    """Add one score per sample to a metric with :func:`add_mean_states`."""
+    metric.score += float(sum(scores))
+    metric.total += len(scores)
+
+
+def mean_score(metric: Metric) -> Tensor:
+    """The mean score over every sample of every rank (0 before any update): the ``compute`` of such metrics."""
+    return metric.score / metric.total.clamp(min=1)
 
 
 def encode_records(records: Sequence[Sequence[str]], dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor
 from torchmetrics import Metric
 
-from vlmkit.eval.metrics._common import reference_lists
+from vlmkit.eval.metrics._common import add_mean_states, add_scores, mean_score, reference_lists
 
 __all__ = ["ANLS", "anls_score", "levenshtein"]
 
@@ -87,8 +85,7 @@ class ANLS(Metric):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = threshold
-        self.add_state("score", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        add_mean_states(self)
 
     def update(self, predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
         """Score a batch.
@@ -98,9 +95,6 @@ class ANLS(Metric):
             references: The accepted answers of each question.
         """
         refs = reference_lists(predictions, references)
-        self.score += sum(anls_score(pred, ref, self.threshold) for pred, ref in zip(predictions, refs))
-        self.total += len(refs)
+        add_scores(self, [anls_score(pred, ref, self.threshold) for pred, ref in zip(predictions, refs)])
 
-    def compute(self) -> Tensor:
-        """The mean ANLS in ``[0, 1]`` (0 before any update)."""
-        return self.score / self.total.clamp(min=1)
+    compute = mean_score

@@ -51,11 +51,29 @@ def _tokenized_corpus(records: list[list[str]], tokenizer: str) -> tuple[list[li
     return candidates, references
 
 
-def _add_records(
-    state: list, predictions: Sequence[str], references: Sequence[str | Sequence[str]], metric: Metric
-) -> None:
+def _add_corpus_state(metric: Metric, tokenizer: str) -> None:
+    """The list state of raw captions (strings as byte tensors, gathered across ranks) and the tokenizer."""
+    _check_tokenizer(tokenizer)
+    metric.tokenizer = tokenizer
+    metric.add_state("corpus", default=[], dist_reduce_fx="cat")
+
+
+def _add_captions(self: Metric, predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
+    """Add captioned images (the ``update`` of the caption metrics).
+
+    Args:
+        self: The metric.
+        predictions: One generated caption per image.
+        references: The reference captions of each image.
+    """
     records = [[pred, *refs] for pred, refs in zip(predictions, reference_lists(predictions, references))]
-    state.append(encode_records(records, dtype=metric.dtype, device=metric.device))
+    self.corpus.append(encode_records(records, dtype=self.dtype, device=self.device))
+
+
+def _corpus_tokens(metric: Metric) -> tuple[list[list[str]], list[list[list[str]]]] | None:
+    """Tokens of every candidate and its references over all ranks, in update order; ``None`` before any update."""
+    records = decode_records(metric.corpus)
+    return _tokenized_corpus(records, metric.tokenizer) if records else None
 
 
 def _ngram_counts(tokens: Sequence[str], n: int = _MAX_N) -> Counter[tuple[str, ...]]:
@@ -141,26 +159,15 @@ class CIDErD(Metric):
 
     def __init__(self, sigma: float = 6.0, tokenizer: Tokenizer = "ptb", **kwargs) -> None:
         super().__init__(**kwargs)
-        _check_tokenizer(tokenizer)
         self.sigma = sigma
-        self.tokenizer = tokenizer
-        self.add_state("corpus", default=[], dist_reduce_fx="cat")
+        _add_corpus_state(self, tokenizer)
 
-    def update(self, predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
-        """Add captioned images.
-
-        Args:
-            predictions: One generated caption per image.
-            references: The reference captions of each image.
-        """
-        _add_records(self.corpus, predictions, references, self)
+    update = _add_captions
 
     def compute(self) -> Tensor:
         """The mean CIDEr-D over images (0 before any update), float64."""
-        records = decode_records(self.corpus)
-        if not records:
-            return torch.tensor(0.0, dtype=torch.float64)
-        scores = cider_d(*_tokenized_corpus(records, self.tokenizer), self.sigma)
+        corpus = _corpus_tokens(self)
+        scores = cider_d(*corpus, self.sigma) if corpus else [0.0]
         return torch.tensor(sum(scores) / len(scores), dtype=torch.float64)
 
 
@@ -189,27 +196,18 @@ class BLEU4(Metric):
 
     def __init__(self, tokenizer: Tokenizer = "ptb", **kwargs) -> None:
         super().__init__(**kwargs)
-        _check_tokenizer(tokenizer)
-        self.tokenizer = tokenizer
-        self.add_state("corpus", default=[], dist_reduce_fx="cat")
+        _add_corpus_state(self, tokenizer)
 
-    def update(self, predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
-        """Add captioned images.
-
-        Args:
-            predictions: One generated caption per image.
-            references: The reference captions of each image.
-        """
-        _add_records(self.corpus, predictions, references, self)
+    update = _add_captions
 
     def compute(self) -> Tensor:
         """Corpus BLEU-4 in ``[0, 1]`` (0 before any update), float64."""
-        records = decode_records(self.corpus)
-        if not records:
+        corpus = _corpus_tokens(self)
+        if corpus is None:
             return torch.tensor(0.0, dtype=torch.float64)
         hyp_len = ref_len = 0
         guess, correct = [0] * _MAX_N, [0] * _MAX_N
-        for hyp, refs in zip(*_tokenized_corpus(records, self.tokenizer)):
+        for hyp, refs in zip(*corpus):
             max_ref: Counter[tuple[str, ...]] = Counter()
             for ref in refs:
                 max_ref |= _ngram_counts(ref)  # element-wise max

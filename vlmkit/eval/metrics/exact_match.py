@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import torch
-from torch import Tensor
 from torchmetrics import Metric
 
-from vlmkit.eval.metrics._common import reference_lists
+from vlmkit.eval.metrics._common import add_mean_states, add_scores, mean_score, reference_lists
 from vlmkit.eval.metrics.vqa import normalize_vqa_answer
 
 __all__ = ["ExactMatch"]
@@ -51,8 +49,7 @@ class ExactMatch(Metric):
         if normalize not in _NORMALIZERS:
             raise ValueError(f"normalize must be one of {sorted(_NORMALIZERS)}, got {normalize!r}")
         self.normalize = normalize
-        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        add_mean_states(self)
 
     def update(self, predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
         """Score a batch.
@@ -63,9 +60,8 @@ class ExactMatch(Metric):
         """
         norm = _NORMALIZERS[self.normalize]
         refs = reference_lists(predictions, references)
-        self.correct += sum(norm(pred) in {norm(ref) for ref in ref_list} for pred, ref_list in zip(predictions, refs))
-        self.total += len(refs)
+        add_scores(
+            self, [float(norm(pred) in {norm(ref) for ref in ref_list}) for pred, ref_list in zip(predictions, refs)]
+        )
 
-    def compute(self) -> Tensor:
-        """The accuracy in ``[0, 1]`` (0 before any update)."""
-        return self.correct.double() / self.total.clamp(min=1)
+    compute = mean_score

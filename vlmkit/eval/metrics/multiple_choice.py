@@ -34,9 +34,9 @@ import re
 import string
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor
 from torchmetrics import Metric
+
+from vlmkit.eval.metrics._common import add_mean_states, add_scores, mean_score
 
 __all__ = ["MultipleChoiceAccuracy", "extract_choice"]
 
@@ -195,8 +195,7 @@ class MultipleChoiceAccuracy(Metric):
         if not 1 <= num_choices <= 26:
             raise ValueError(f"num_choices must be in [1, 26], got {num_choices}")
         self.num_choices = num_choices
-        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        add_mean_states(self)
 
     def update(
         self,
@@ -218,12 +217,11 @@ class MultipleChoiceAccuracy(Metric):
             raise ValueError("predictions and references must be sequences with one entry per question")
         if len(predictions) != len(references) or (choices is not None and len(choices) != len(predictions)):
             raise ValueError("predictions, references and choices must have one entry per question")
+        scores = []
         for i, (prediction, reference) in enumerate(zip(predictions, references)):
             options = list(choices[i]) if choices is not None and choices[i] else None
             letter = extract_choice(prediction, len(options) if options else self.num_choices, options)
-            self.correct += int(letter == _reference_letter(reference))
-        self.total += len(predictions)
+            scores.append(float(letter == _reference_letter(reference)))
+        add_scores(self, scores)
 
-    def compute(self) -> Tensor:
-        """The accuracy in ``[0, 1]`` (0 before any update)."""
-        return self.correct.double() / self.total.clamp(min=1)
+    compute = mean_score

@@ -23,11 +23,9 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-import torch
-from torch import Tensor
 from torchmetrics import Metric
 
-from vlmkit.eval.metrics._common import reference_lists
+from vlmkit.eval.metrics._common import add_mean_states, add_scores, mean_score, reference_lists
 
 __all__ = ["ReferenceNormalization", "VQAAccuracy", "normalize_vqa_answer", "vqa_accuracy"]
 
@@ -193,8 +191,7 @@ class VQAAccuracy(Metric):
         super().__init__(**kwargs)
         _check_reference_normalization(reference_normalization)
         self.reference_normalization = reference_normalization
-        self.add_state("score", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        add_mean_states(self)
 
     def update(self, predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
         """Score a batch.
@@ -205,9 +202,6 @@ class VQAAccuracy(Metric):
         """
         refs = reference_lists(predictions, references)
         norm = self.reference_normalization
-        self.score += sum(vqa_accuracy(pred, ref, norm) for pred, ref in zip(predictions, refs))
-        self.total += len(refs)
+        add_scores(self, [vqa_accuracy(pred, ref, norm) for pred, ref in zip(predictions, refs)])
 
-    def compute(self) -> Tensor:
-        """The mean accuracy in ``[0, 1]`` (0 before any update)."""
-        return self.score / self.total.clamp(min=1)
+    compute = mean_score
