@@ -1,4 +1,4 @@
-"""Input checks that never stall an accelerator.
+"""Input checks: arguments (a ``ValueError`` naming them), and tensors without stalling an accelerator.
 
 Reading a tensor on the host (``int(t)``, ``bool(t)``, ``t.tolist()``) waits for every kernel queued before it, so a
 check in every forward pass would keep a GPU idle while Python catches up. On CPU such reads cost nothing, and
@@ -12,6 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+
+def check_fraction(name: str, value: float) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``0 <= value <= 1`` (a probability, a share)."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def check_image_sizes(min_image_size: int | None, max_image_size: int) -> None:
+    """Raise ``ValueError`` naming both when the shortest-side target exceeds the longest-side cap."""
+    if min_image_size is not None and min_image_size > max_image_size:
+        raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
 
 
 def host_reads_are_free(tensor: torch.Tensor) -> bool:

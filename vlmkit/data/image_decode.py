@@ -46,6 +46,23 @@ def _quiet():
         yield
 
 
+@contextmanager
+def _bad_image(where: str):
+    """Turn whatever decoding raises into a :class:`BadSample` naming ``where``.
+
+    ``too_many_pixels`` for Pillow's decompression-bomb guard, ``corrupt_image`` for anything else (Pillow raises many
+    types on bad files).
+    """
+    try:
+        yield
+    except BadSample:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadSample("too_many_pixels", f"{where}: {err}") from err
+    except Exception as err:
+        raise BadSample("corrupt_image", f"{where}: {type(err).__name__}: {err}") from err
+
+
 def exif_orientation(image: Image.Image, header_only: bool = False) -> int:
     """The EXIF orientation (1..8) of ``image``; 1 when absent or not a number 1..8.
 
@@ -146,15 +163,8 @@ class EncodedImage:
         Raises:
             BadSample: ``corrupt_image`` or ``too_many_pixels``, naming the sample.
         """
-        try:
-            with _quiet(), Image.open(io.BytesIO(self.data)) as image:
-                return _decode(image, self.orientation, size, max_pixels, self.where, draft=True)
-        except BadSample:
-            raise
-        except Image.DecompressionBombError as err:
-            raise BadSample("too_many_pixels", f"{self.where}: {err}") from err
-        except Exception as err:
-            raise BadSample("corrupt_image", f"{self.where}: {type(err).__name__}: {err}") from err
+        with _bad_image(self.where), _quiet(), Image.open(io.BytesIO(self.data)) as image:
+            return _decode(image, self.orientation, size, max_pixels, self.where, draft=True)
 
 
 def image_size(image: Image.Image | EncodedImage) -> tuple[int, int]:
@@ -189,16 +199,9 @@ def decode_image(
     """
     if isinstance(image, EncodedImage):
         return image.decode(size, max_pixels)
-    try:
-        with _quiet():
-            image.load()  # a PNG's EXIF can follow its pixels
-            return _decode(image, exif_orientation(image), size, max_pixels, where, draft=False)
-    except BadSample:
-        raise
-    except Image.DecompressionBombError as err:
-        raise BadSample("too_many_pixels", f"{where}: {err}") from err
-    except Exception as err:
-        raise BadSample("corrupt_image", f"{where}: {type(err).__name__}: {err}") from err
+    with _bad_image(where), _quiet():
+        image.load()  # a PNG's EXIF can follow its pixels
+        return _decode(image, exif_orientation(image), size, max_pixels, where, draft=False)
 
 
 def _decode(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vlmkit.checks import check_fraction, check_image_sizes
 from vlmkit.data.formats import BadSample
 from vlmkit.data.image_decode import EncodedImage, decode_image, exif_orientation, image_size, orient, rgb
 from vlmkit.deprecation import renamed_argument
@@ -105,10 +106,8 @@ class ImageProcessor:
     ) -> None:
         if patch_size <= 0:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
-        if min_image_size > max_image_size:
-            raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
-        if not 0.0 <= upscale_probability <= 1.0:
-            raise ValueError(f"upscale_probability must be in [0, 1], got {upscale_probability}")
+        check_image_sizes(min_image_size, max_image_size)
+        check_fraction("upscale_probability", upscale_probability)
         if max_upscale < 1.0:
             raise ValueError(f"max_upscale must be >= 1, got {max_upscale}")
         self.patch_size = patch_size

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vlmkit.data.formats import BadSample, CaptionField, PassEnd, Record
+from vlmkit.checks import check_fraction, check_image_sizes
+from vlmkit.data.formats import FORMATS, BadSample, CaptionField, PassEnd, Record
 from vlmkit.data.render import SampleRenderer
 from vlmkit.data.sequence_packing import pack
 from vlmkit.data.stats import DataStats, SkipLog
@@ -91,6 +92,18 @@ class MixtureSource(Protocol):
         Endless streams over files may mark the end of each pass with a :class:`PassEnd`.
         """
         ...
+
+
+def check_source_settings(
+    format: str, weight: float, min_image_size: int | None, max_image_size: int, image_splitting: float
+) -> None:
+    """The checks every mixture source makes of its common settings (``ValueError`` naming the argument)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if weight <= 0:
+        raise ValueError(f"weight must be > 0, got {weight}")
+    check_image_sizes(min_image_size, max_image_size)
+    check_fraction("image_splitting", image_splitting)
 
 
 def reader_info() -> tuple[int, int, int]:

@@ -18,6 +18,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from vlmkit.checks import check_fraction
 from vlmkit.data.even_ranks import LockstepLoader
 from vlmkit.data.loading import loader_options
 from vlmkit.data.mixture import MixtureSource, MixtureStream
@@ -144,8 +145,7 @@ class MixtureDataModule(L.LightningDataModule):
                 raise ValueError(f"source names must be unique, got {names}; set `name` on ShardSource")
         if pack_length is not None and any(s.max_length > pack_length for s in sources):
             raise ValueError(f"pack_length={pack_length} is shorter than a source's max_length")
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        check_fraction("max_bad_fraction", max_bad_fraction)
         self.sources = list(sources)
         self.val_sources = list(val_sources or [])
         self.batch_size = batch_size

@@ -127,7 +127,9 @@ class VLMProcessor:
             ValueError: For an image that does not decode (named) or a conversation the template rejects.
         """
         try:
-            rendered = self.render(images, turns, add_generation_prompt, split_images, rng)
+            rendered = self.render(
+                images, turns, add_generation_prompt=add_generation_prompt, split_images=split_images, rng=rng
+            )
         except BadSample as bad:  # its message names the image, or the template's reason
             if bad.reason == "missing_image":
                 raise FileNotFoundError(bad.detail) from bad
@@ -139,9 +141,10 @@ class VLMProcessor:
         self,
         images: Sequence[ImageInput],
         turns: Sequence[Turn],
-        add_generation_prompt: bool = False,
-        split_images: bool = False,
+        *,
         rng: random.Random | None = None,
+        split_images: bool = False,
+        add_generation_prompt: bool = False,
         max_length: int | None = None,
         truncation: Truncation = "drop_images",
         max_image_pixels: int | None = None,
@@ -152,9 +155,9 @@ class VLMProcessor:
         Args:
             images: The images, in the order of the image segments (PIL images, encoded images, file paths).
             turns: The conversation.
-            add_generation_prompt: End with ``Assistant:`` for generation.
-            split_images: Give every image as 4 crops + the whole image.
             rng: Random source for training augmentation (upscaling); ``None`` for evaluation.
+            split_images: Give every image as 4 crops + the whole image.
+            add_generation_prompt: End with ``Assistant:`` for generation.
             max_length: Token budget; ``None``: none. A too-long sample is cut before the first image block that
                 does not fit (:func:`~vlmkit.data.truncation.truncate`), and must keep a label to train on.
             truncation: ``drop_images`` (cut, dropping images) or ``drop_sample`` (raise ``too_long``).

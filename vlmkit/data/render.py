@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from vlmkit.checks import check_fraction
 from vlmkit.data.formats import BadSample, CaptionField, Record, to_turns
 from vlmkit.data.image_processing import ImageProcessor
 from vlmkit.data.processor import VLMProcessor
@@ -80,8 +81,7 @@ class SampleRenderer:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         if truncation not in ("drop_images", "drop_sample"):
             raise ValueError(f"truncation must be 'drop_images' or 'drop_sample', got {truncation!r}")
-        if not 0.0 <= image_splitting <= 1.0:
-            raise ValueError(f"image_splitting must be in [0, 1], got {image_splitting}")
+        check_fraction("image_splitting", image_splitting)
         self.image_processor = image_processor
         self.num_image_tokens = num_image_tokens
         self.max_length = max_length

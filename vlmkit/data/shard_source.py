@@ -19,8 +19,9 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
-from vlmkit.data.formats import FORMATS, BadSample, CaptionField, Format, PassEnd, Record, validate
+from vlmkit.data.formats import BadSample, CaptionField, Format, PassEnd, Record, validate
 from vlmkit.data.image_decode import DEFAULT_MAX_IMAGE_PIXELS, EncodedImage
+from vlmkit.data.mixture import check_source_settings
 from vlmkit.data.shards import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -166,14 +167,7 @@ class ShardSource:
         eval_image_splitting: bool = False,
         name: str | None = None,
     ) -> None:
-        if format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        if weight <= 0:
-            raise ValueError(f"weight must be > 0, got {weight}")
-        if min_image_size is not None and min_image_size > max_image_size:
-            raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
-        if not 0.0 <= image_splitting <= 1.0:
-            raise ValueError(f"image_splitting must be in [0, 1], got {image_splitting}")
+        check_source_settings(format, weight, min_image_size, max_image_size, image_splitting)
         if max_image_pixels < 1:
             raise ValueError(f"max_image_pixels must be >= 1, got {max_image_pixels}")
         recorded = manifest_format(urls)

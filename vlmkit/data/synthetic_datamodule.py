@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from vlmkit.checks import check_fraction
 from vlmkit.data.collate import VLMCollator
 from vlmkit.data.even_ranks import evaluation_sampling
 from vlmkit.data.loading import loader_options
@@ -118,9 +119,8 @@ class SyntheticVQADataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.tasks = tuple(tasks)
         self.val_tasks = tuple(val_tasks) if val_tasks is not None else self.tasks
-        for name, value in (("image_splitting", image_splitting), ("upscale_probability", upscale_probability)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        check_fraction("image_splitting", image_splitting)
+        check_fraction("upscale_probability", upscale_probability)
         for split in ("train", "val"):  # validate tasks, sizes and counts now, not at the first batch
             self._raw(split)
         self.processor: VLMProcessor | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from vlmkit.data.formats import FORMATS, CaptionField, Format, Record
+from vlmkit.data.mixture import check_source_settings
 from vlmkit.data.synthetic import WORDS, _font, make_sample
 
 _TEXT_ONLY = (
@@ -145,14 +146,7 @@ class SyntheticSource:
         seed: int = 0,
         num_samples: int = 100_000,
     ) -> None:
-        if format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        if weight <= 0:
-            raise ValueError(f"weight must be > 0, got {weight}")
-        if min_image_size > max_image_size:
-            raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
-        if not 0.0 <= image_splitting <= 1.0:
-            raise ValueError(f"image_splitting must be in [0, 1], got {image_splitting}")
+        check_source_settings(format, weight, min_image_size, max_image_size, image_splitting)
         self.format = format
         self.weight = weight
         self.max_length = max_length

@@ -313,39 +313,8 @@ class VisionLanguageModel(nn.Module):
             self._token_tables[key] = table.to(device, non_blocking=True)
         return self._token_tables[key]
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        patch_mask: torch.Tensor | None = None,
-        max_new_tokens: int = 20,
-        stop_token_ids: Sequence[int] | None = None,
-        stop_strings: Sequence[str] = (),
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Greedy (or sampled) decoding with a KV cache; prompts ``[b, s]`` left-padded; ids ``[b, <= max_new_tokens]``.
-
-        See :func:`vlmkit.model.generation.generate` (arguments, stopping, distributed lockstep).
-        """
-        return generate(
-            self,
-            input_ids,
-            attention_mask,
-            pixel_values,
-            patch_mask,
-            max_new_tokens=max_new_tokens,
-            stop_token_ids=stop_token_ids,
-            stop_strings=stop_strings,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_p=top_p,
-            generator=generator,
-        )
+    generate = generate
+    """Greedy (or sampled) decoding with a KV cache: :func:`vlmkit.model.generation.generate` (``vlm`` is ``self``)."""
 
 
 def _new_token_rows(language_model: LanguageModel, token_ids: list[int]) -> dict[str, list[int]]:

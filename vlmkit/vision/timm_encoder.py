@@ -19,16 +19,8 @@ from torch import nn
 
 from vlmkit.attention import same_segment_mask
 from vlmkit.deprecation import renamed_argument
-from vlmkit.vision.patch_grid import (
-    PositionEmbedding,
-    bucket_position_ids,
-    check_position_embedding,
-    layers_to_run,
-    positions_per_grid,
-    real_grid_sizes,
-    rectangle_mask,
-    run_on_real_patches,
-)
+from vlmkit.vision import patch_grid
+from vlmkit.vision.patch_grid import PositionEmbedding
 from vlmkit.vision.patch_packing import segment_ids
 
 
@@ -86,7 +78,7 @@ class TimmVisionEncoder(nn.Module):
         packing: bool | None = None,
     ) -> None:
         super().__init__()
-        check_position_embedding(position_embedding)
+        patch_grid.check_position_embedding(position_embedding)
         patch_packing = renamed_argument("TimmVisionEncoder", "packing", packing, "patch_packing", patch_packing, False)
         self.model = timm.create_model(
             model_name,
@@ -113,7 +105,7 @@ class TimmVisionEncoder(nn.Module):
         self.image_std = tuple(float(v) for v in pretrained_cfg["std"])
 
         self.feature_layer = feature_layer
-        self._num_blocks_run = layers_to_run(feature_layer, len(self.model.blocks))
+        self._num_blocks_run = patch_grid.layers_to_run(feature_layer, len(self.model.blocks))
         self.position_embedding: PositionEmbedding = position_embedding
         self.patch_packing = patch_packing
         self.quantization = None  # timm weights load unquantized
@@ -134,7 +126,9 @@ class TimmVisionEncoder(nn.Module):
             ValueError: If ``H``/``W`` are not multiples of ``patch_size`` or ``patch_mask`` is malformed.
         """
         model = self.model
-        grid_sizes = real_grid_sizes(pixel_values, patch_mask, self.patch_size)  # [n, 2] (rows, cols) of real patches
+        grid_sizes = patch_grid.real_grid_sizes(
+            pixel_values, patch_mask, self.patch_size
+        )  # [n, 2] (rows, cols) of real patches
         n = pixel_values.shape[0]
 
         x = model.patch_embed(pixel_values)  # [n, rows, cols, d] (NHWC: dynamic_img_size)
@@ -149,7 +143,7 @@ class TimmVisionEncoder(nn.Module):
                 prefix = [torch.cat(prefix, dim=1) + prefix_positions]
         x = torch.cat([*prefix, x], dim=1)  # [n, prefix + rows*cols, d]
         x = model.norm_pre(model.pos_drop(x))
-        x = run_on_real_patches(
+        x = patch_grid.run_on_real_patches(
             x,
             patch_mask,
             model.num_prefix_tokens,
@@ -178,8 +172,8 @@ class TimmVisionEncoder(nn.Module):
         old_size = model.patch_embed.grid_size
 
         if self.position_embedding == "bucket":
-            position_ids = bucket_position_ids(grid_sizes, rows, cols, tuple(old_size))  # [n, rows*cols]
-            real = rectangle_mask(grid_sizes, rows, cols).flatten(1)  # [n, rows*cols]
+            position_ids = patch_grid.bucket_position_ids(grid_sizes, rows, cols, tuple(old_size))  # [n, rows*cols]
+            real = patch_grid.rectangle_mask(grid_sizes, rows, cols).flatten(1)  # [n, rows*cols]
             positions = F.embedding(position_ids, table[0, num_embedded_prefix:])  # [n, rows*cols, d]
             return positions * real[..., None].to(positions.dtype), prefix_positions
 
@@ -189,7 +183,7 @@ class TimmVisionEncoder(nn.Module):
             )
             return resized[:, num_embedded_prefix:]
 
-        return positions_per_grid(grid_sizes, rows, cols, table, resample), prefix_positions
+        return patch_grid.positions_per_grid(grid_sizes, rows, cols, table, resample), prefix_positions
 
 
 def _segment_mask(lengths: torch.Tensor) -> torch.Tensor | None:

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
+from vlmkit.eval.sample import EvalSample
+
 StrPath = str | os.PathLike
 """A file or directory path."""
 
@@ -204,3 +206,49 @@ def open_annotations(
         existing_dir(image_dir, "image directory"),
         MissingImages(source, skip_missing_images, logger),
     )
+
+
+def read_questions(
+    annotations_file: StrPath,
+    image_dir: StrPath,
+    limit: int | None,
+    skip_missing_images: bool,
+    logger: logging.Logger,
+    *,
+    task: str,
+    id_key: str,
+    image: Callable[[Mapping, Callable[[str], Any]], tuple[Path, dict]],
+) -> list[EvalSample]:
+    """Read a JSON list of questions under ``"data"``, each with one image and answers (TextVQA, DocVQA).
+
+    Args:
+        annotations_file: The JSON file.
+        image_dir: What image paths are relative to.
+        limit: Most questions to read; ``None``: all.
+        skip_missing_images: Skip a question whose image file is missing instead of raising.
+        logger: The reader module's logger (for the count of skipped questions).
+        task: The samples' task name.
+        id_key: The key of the question id.
+        image: ``(record, get) -> (image path relative to image_dir, extra)``, where ``get(key)`` is the record's
+            value, or an error naming the file, record and key.
+    """
+    check_limit(limit)
+    source, _, items, image_root, missing = open_annotations(
+        annotations_file, "data", image_dir, skip_missing_images, logger
+    )
+
+    def sample(numbered: tuple[int, Any]) -> EvalSample | None:
+        i, item = numbered
+        question_id = require(item, id_key, source, f"record {i}")
+        where = f"record {i} ({id_key} {question_id})"
+        relative, extra = image(item, lambda key: require(item, key, source, where))
+        path = image_root / relative
+        if not path.is_file() and (image_root / relative.name).is_file():
+            path = image_root / relative.name  # a flat directory of the images
+        if not missing.found(path, where):
+            return None
+        question = str(require(item, "question", source, where))
+        answers = strings(item, "answers", source, where)
+        return EvalSample(str(question_id), (path,), question, answers, task=task, extra=extra)
+
+    return collect(enumerate(items), limit, sample, missing)

@@ -12,10 +12,11 @@ Design: one ``EvalSample`` per question with all accepted answers (ANLS takes th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from vlmkit.eval.benchmarks._common import StrPath, check_limit, collect, open_annotations, require, strings
+from vlmkit.eval.benchmarks._common import StrPath, read_questions
 from vlmkit.eval.sample import EvalSample
 
 logger = logging.getLogger(__name__)
@@ -43,26 +44,14 @@ def load_docvqa(
         FileNotFoundError: If the file or directory is missing, or an image is (unless skipped).
         ValueError: If a record lacks a key (the message names file, record and key).
     """
-    check_limit(limit)
-    source, _, items, image_dir, missing = open_annotations(
-        annotations_file, "data", image_dir, skip_missing_images, logger
+    return read_questions(
+        annotations_file, image_dir, limit, skip_missing_images, logger, task="docvqa", id_key="questionId", image=_page
     )
 
-    def sample(numbered: tuple[int, Any]) -> EvalSample | None:
-        i, item = numbered
-        question_id = require(item, "questionId", source, f"record {i}")
-        where = f"record {i} (questionId {question_id})"
-        relative = PurePosixPath(str(require(item, "image", source, where)))
-        path = image_dir / relative
-        if not path.is_file() and (image_dir / relative.name).is_file():
-            path = image_dir / relative.name  # a flat directory of page images
-        if not missing.found(path, where):
-            return None
-        extra = {"doc_id": item["docId"]} if "docId" in item else {}
-        if "question_types" in item:
-            extra["question_types"] = item["question_types"]
-        question = str(require(item, "question", source, where))
-        answers = strings(item, "answers", source, where)
-        return EvalSample(str(question_id), (path,), question, answers, task="docvqa", extra=extra)
 
-    return collect(enumerate(items), limit, sample, missing)
+def _page(record: Mapping, get: Callable[[str], Any]) -> tuple[PurePosixPath, dict]:
+    """The page image (relative to the directory of the JSON file) and the extra keys of a DocVQA record."""
+    extra = {"doc_id": record["docId"]} if "docId" in record else {}
+    if "question_types" in record:
+        extra["question_types"] = record["question_types"]
+    return PurePosixPath(str(get("image"))), extra

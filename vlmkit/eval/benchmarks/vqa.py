@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlmkit.eval.benchmarks._common import (
@@ -36,9 +37,9 @@ from vlmkit.eval.benchmarks._common import (
     collect,
     open_annotations,
     read_json,
+    read_questions,
     records,
     require,
-    strings,
 )
 from vlmkit.eval.sample import EvalSample
 
@@ -109,24 +110,22 @@ def load_textvqa(
         FileNotFoundError: If the file or directory is missing, or an image is (unless skipped).
         ValueError: If a record lacks a key (the message names file, record and key).
     """
-    check_limit(limit)
-    source, _, items, image_dir, missing = open_annotations(
-        annotations_file, "data", image_dir, skip_missing_images, logger
+    return read_questions(
+        annotations_file,
+        image_dir,
+        limit,
+        skip_missing_images,
+        logger,
+        task="textvqa",
+        id_key="question_id",
+        image=_image,
     )
 
-    def sample(numbered: tuple[int, Any]) -> EvalSample | None:
-        i, item = numbered
-        question_id = require(item, "question_id", source, f"record {i}")
-        where = f"record {i} (question_id {question_id})"
-        image_id = str(require(item, "image_id", source, where))
-        path = image_dir / f"{image_id}.jpg"
-        if not missing.found(path, where):
-            return None
-        question = str(require(item, "question", source, where))
-        answers = strings(item, "answers", source, where)
-        return EvalSample(str(question_id), (path,), question, answers, task="textvqa", extra={"image_id": image_id})
 
-    return collect(enumerate(items), limit, sample, missing)
+def _image(record: Mapping, get: Callable[[str], Any]) -> tuple[PurePosixPath, dict]:
+    """``{image_id}.jpg`` and the extra keys of a TextVQA record."""
+    image_id = str(get("image_id"))
+    return PurePosixPath(f"{image_id}.jpg"), {"image_id": image_id}
 
 
 def _load_coco_vqa(
