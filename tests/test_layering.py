@@ -178,3 +178,13 @@ def test_an_entry_point_block_may_import_the_cli(tmp_path, monkeypatch):
     (package / "report.py").write_text('if __name__ == "__main__":\n    from vlmkit.cli import main\n')
     monkeypatch.setattr(f"{__name__}.ROOT", package)
     assert imports(package / "report.py") == [] and back_edges() == []
+
+
+def test_the_style_guide_states_these_layers():
+    """``docs/STYLE.md`` ("Layers") lists the same layers, in the same order, as this test enforces."""
+    import re
+
+    text = (ROOT.parent / "docs" / "STYLE.md").read_text(encoding="utf-8")
+    table = text[text.index("| layer | units"):].split("\n\n")[0].splitlines()[2:]
+    stated = [(row.split("|")[1].strip(), frozenset(re.findall(r"`(\w+)`", row.split("|")[2]))) for row in table]
+    assert stated == list(LAYERS)
