@@ -185,6 +185,6 @@ def test_the_style_guide_states_these_layers():
     import re
 
     text = (ROOT.parent / "docs" / "STYLE.md").read_text(encoding="utf-8")
-    table = text[text.index("| layer | units"):].split("\n\n")[0].splitlines()[2:]
+    table = text[text.index("| layer | units") :].split("\n\n")[0].splitlines()[2:]
     stated = [(row.split("|")[1].strip(), frozenset(re.findall(r"`(\w+)`", row.split("|")[2]))) for row in table]
     assert stated == list(LAYERS)
