@@ -5,12 +5,14 @@ the shortest is raised towards ``min_image_size``, and both sides are rounded to
 a multiple of the encoder's patch size. Any PIL mode (grayscale, RGBA, palette,
 CMYK, 16-bit) and EXIF orientation become a plain RGB tensor. Image files are decoded
 at the reduced size the output needs (see :mod:`vlmkit.data.image_decode`).
+With ``tile_size`` images are processed as Idefics3 does instead (:mod:`vlmkit.data.tiling`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from PIL import Image
 
 from vlmkit.data.formats import BadSample
 from vlmkit.data.image_decode import EncodedImage, decode_image, exif_orientation, image_size, orient, rgb
+from vlmkit.data.tiling import TileGrid, tile_grid, tile_views
 
 ImageInput = Image.Image | EncodedImage | str | PathLike
 """A PIL image, an :class:`~vlmkit.data.image_decode.EncodedImage`, or the path of an image file."""
@@ -94,6 +97,30 @@ def target_size(height: int, width: int, patch_size: int, max_image_size: int, m
     return snap(height * scale), snap(width * scale)
 
 
+@dataclass(frozen=True)
+class ImageViews:
+    """How one image enters the encoder: as itself, or split into ``rows x cols`` crops followed by itself.
+
+    Attributes:
+        height: Height of every view.
+        width: Width of every view.
+        rows: Crop rows of a split image (0: not split).
+        cols: Crop columns of a split image (0: not split).
+        tiles: Tiling (``ImageProcessor(tile_size=...)``): the size the whole image is resized to before it is cut.
+    """
+
+    height: int
+    width: int
+    rows: int = 0
+    cols: int = 0
+    tiles: TileGrid | None = None
+
+    @property
+    def count(self) -> int:
+        """Number of views: the crops and the whole image, or 1."""
+        return self.rows * self.cols + 1 if self.rows else 1
+
+
 class ImageProcessor:
     """PIL image -> normalised ``[3, H, W]`` tensor, aspect ratio preserved; optional splitting and upscaling.
 
@@ -107,6 +134,15 @@ class ImageProcessor:
             ``[1, max_upscale]`` (paper sections 4.1-4.2: "we randomly scale up images"); needs an ``rng``
             at call time, so evaluation (no ``rng``) is never augmented.
         max_upscale: Largest random upscaling factor (the ``max_image_size`` cap still applies).
+        tile_size: Process images as Idefics3/SmolVLM do (:mod:`vlmkit.data.tiling`): a split image becomes a
+            resolution-dependent grid of ``tile_size`` tiles (its longest side resized to ``max_image_size``, both
+            sides rounded up to multiples of ``tile_size``) followed by the whole image, and an image that fits one
+            tile or is not split is squashed to ``tile_size x tile_size`` (aspect ratio not kept, as there).
+            ``min_image_size`` and upscaling do not apply. ``None``: the paper's 4 crops + the image.
+
+    Raises:
+        ValueError: If a size or probability is out of range, ``tile_size`` is not a multiple of ``patch_size``, or
+            upscaling is asked for with ``tile_size`` (tiling resizes every image to ``max_image_size``).
     """
 
     def __init__(
@@ -118,15 +154,25 @@ class ImageProcessor:
         min_image_size: int = 378,
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
+        tile_size: int | None = None,
     ) -> None:
         if patch_size <= 0:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
-        if min_image_size > max_image_size:
+        if min_image_size > max_image_size and tile_size is None:  # tiling does not use min_image_size
             raise ValueError(f"min_image_size={min_image_size} exceeds max_image_size={max_image_size}")
         if not 0.0 <= upscale_probability <= 1.0:
             raise ValueError(f"upscale_probability must be in [0, 1], got {upscale_probability}")
         if max_upscale < 1.0:
             raise ValueError(f"max_upscale must be >= 1, got {max_upscale}")
+        if tile_size is not None:
+            if tile_size <= 0 or tile_size % patch_size:
+                raise ValueError(f"tile_size={tile_size} must be a positive multiple of patch_size={patch_size}")
+            if upscale_probability > 0:
+                raise ValueError(
+                    f"upscale_probability={upscale_probability} with tile_size={tile_size}: tiling resizes every "
+                    "image to max_image_size, so upscaling would change nothing; set it to 0"
+                )
+        self.tile_size = tile_size
         self.patch_size = patch_size
         self.mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
@@ -136,10 +182,34 @@ class ImageProcessor:
         self.max_upscale = max_upscale
 
     def output_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
-        """The processed ``(height, width)`` of a ``height x width`` image (after an optional upscale)."""
+        """The processed ``(height, width)`` of a ``height x width`` image (after an optional upscale).
+
+        With ``tile_size``: one tile, the size of every view.
+        """
+        if self.tile_size is not None:
+            return self.tile_size, self.tile_size
         return target_size(
             round(height * scale), round(width * scale), self.patch_size, self.max_image_size, self.min_image_size
         )
+
+    def plan(self, height: int, width: int, split: bool = False, scale: float = 1.0) -> ImageViews:
+        """The views a ``height x width`` image gives (sizes from its header: nothing is decoded).
+
+        Args:
+            height: Original height.
+            width: Original width.
+            split: Split into crops + the whole image: the 4 quadrants, or with ``tile_size`` the tile grid.
+            scale: Upscaling factor drawn for this image (:meth:`draw_scale`).
+        """
+        view_height, view_width = self.output_size(height, width, scale)
+        if not split:
+            return ImageViews(view_height, view_width)
+        if self.tile_size is None:
+            return ImageViews(view_height, view_width, 2, 2)
+        grid = tile_grid(height, width, self.tile_size, self.max_image_size)
+        if grid.rows * grid.cols == 1:  # fits one tile: the image alone, as Idefics3
+            return ImageViews(view_height, view_width)
+        return ImageViews(view_height, view_width, grid.rows, grid.cols, grid)
 
     def __call__(self, image: ImageInput, rng: random.Random | None = None) -> torch.Tensor:
         """Process one image (or image file) to ``[3, H, W]`` float32; ``rng`` enables random upscaling."""
@@ -152,43 +222,56 @@ class ImageProcessor:
         return 1.0
 
     @staticmethod
-    def decode_size(height: int, width: int, split: bool) -> tuple[int, int]:
-        """The size an image must be decoded at for views of ``height x width`` (crops of a split: twice that)."""
-        return (2 * height, 2 * width) if split else (height, width)
+    def decode_size(views: ImageViews) -> tuple[int, int]:
+        """The size an image must be decoded at for ``views`` (crops of a split: the grid of them)."""
+        if views.tiles is not None:
+            return views.tiles.height, views.tiles.width
+        return max(views.rows, 1) * views.height, max(views.cols, 1) * views.width
 
     def process(self, image: ImageInput, split: bool = False, rng: random.Random | None = None) -> list[torch.Tensor]:
-        """Process one image, optionally split into 4 crops + the original (paper section 3.4, Finding 6).
+        """Process one image, optionally split into crops + the original (paper section 3.4, Finding 6).
 
         Args:
             image: A PIL image, an ``EncodedImage`` or an image file path (decoded at the size needed).
-            split: Return the four quadrant crops (row-major) followed by the whole image, every crop
-                resized to the whole image's processed size, as the paper describes.
+            split: Return the crops (row-major) followed by the whole image: the four quadrants, each resized to
+                the whole image's processed size, as the paper describes; with ``tile_size`` the tile grid.
             rng: Random source for training-time upscaling; ``None`` disables it.
 
         Returns:
-            One ``[3, H, W]`` tensor, or five of the same size when ``split``.
+            One ``[3, H, W]`` tensor, or ``rows * cols + 1`` of the same size when split.
 
         Raises:
             FileNotFoundError: If a file does not exist (the message names it).
             ValueError: If the image cannot be decoded or oriented (the message names the file).
         """
+        return self.process_views(image, split, rng)[1]
+
+    def process_views(
+        self, image: ImageInput, split: bool = False, rng: random.Random | None = None
+    ) -> tuple[ImageViews, list[torch.Tensor]]:
+        """:meth:`process`, also returning the :class:`ImageViews` (how the image was split)."""
         image = _encoded(image)
         name = image.where if isinstance(image, EncodedImage) else "image"
         try:
             size = image_size(image)
         except Exception as err:  # EXIF data Pillow cannot parse
             raise ValueError(f"cannot read image {name}: {type(err).__name__}: {err}") from err
-        height, width = self.output_size(*size, self.draw_scale(rng))
+        views = self.plan(*size, split, self.draw_scale(rng))
         try:
-            decoded = decode_image(image, self.decode_size(height, width, split), where=name)
+            decoded = decode_image(image, self.decode_size(views), where=name)
         except BadSample as bad:
             raise ValueError(f"cannot read image {name}: {bad.detail}") from bad
-        return self.views(decoded, height, width, split)
+        return views, self.views(decoded, views)
 
-    def views(self, image: Image.Image, height: int, width: int, split: bool = False) -> list[torch.Tensor]:
-        """Tensors ``[3, height, width]`` of an RGB image: itself, or its 4 crops then itself when ``split``."""
-        views = split_image(image) + [image] if split else [image]
-        return [self._to_tensor(view, height, width) for view in views]
+    def views(self, image: Image.Image, views: ImageViews) -> list[torch.Tensor]:
+        """Tensors ``[3, views.height, views.width]`` of an RGB image: itself, or its crops then itself."""
+        if views.tiles is not None:
+            crops = tile_views(image, views.tiles, views.height, Image.Resampling.BICUBIC)
+        elif views.rows:
+            crops = split_image(image, views.rows, views.cols) + [image]
+        else:
+            crops = [image]
+        return [self._to_tensor(view, views.height, views.width) for view in crops]
 
     def _to_tensor(self, image: Image.Image, height: int, width: int) -> torch.Tensor:
         if (height, width) != (image.height, image.width):

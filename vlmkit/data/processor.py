@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from vlmkit.data.image_processing import ImageInput, ImageProcessor
+from vlmkit.data.image_processing import ImageInput, ImageProcessor, ImageViews
 from vlmkit.text.template import ChatTemplate, ImageTokens, SplitImage, Turn
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from vlmkit.model import VisionLanguageModel
+    from vlmkit.text.checkpoint_template import ProcessorRules
 
 
 class VLMProcessor:
@@ -34,6 +35,8 @@ class VLMProcessor:
         crop_markers: Mark the crops of split images with ``<row_i_col_j>``/``<global-img>``.
         chat_template: A checkpoint's Jinja chat template (an imported model's ``chat_template``): conversations
             then get exactly the token ids of transformers' processor; ``None``: vlmkit's layout.
+        processor_rules: Whose processor's string rules expand a ``chat_template``'s images (``"idefics2"``, or
+            ``"idefics3"`` for Idefics3/SmolVLM; see :class:`~vlmkit.text.ChatTemplate`).
     """
 
     def __init__(
@@ -44,12 +47,17 @@ class VLMProcessor:
         train_on: Literal["assistant", "all"] = "assistant",
         crop_markers: bool = True,
         chat_template: str | None = None,
+        processor_rules: ProcessorRules = "idefics2",
     ) -> None:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.num_image_tokens = num_image_tokens
         self.template = ChatTemplate(
-            tokenizer, train_on=train_on, crop_markers=crop_markers, chat_template=chat_template
+            tokenizer,
+            train_on=train_on,
+            crop_markers=crop_markers,
+            chat_template=chat_template,
+            processor_rules=processor_rules,
         )
 
     @classmethod
@@ -62,14 +70,20 @@ class VLMProcessor:
         crop_markers: bool | None = None,
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
+        tile_size: int | None = None,
     ) -> VLMProcessor:
-        """The processor matching ``model``'s tokenizer, encoder normalisation and text layout.
+        """The processor matching ``model``'s tokenizer, encoder normalisation, image splitting and text layout.
 
         A model imported from a checkpoint renders with the checkpoint's chat template (``model.chat_template``).
-        ``crop_markers=None`` marks the crops of split images in vlmkit's layout and not for an imported model
-        (Idefics2's processor has no markers).
+        Split images are tiled when ``tile_size`` (default: the model's ``tile_size``) is set (``max_image_size``
+        is then the longest side images are resized to before tiling), and a checkpoint template's images then follow
+        Idefics3's processor rules (Idefics2's without tiling). ``crop_markers=None`` marks the crops of split images
+        in vlmkit's layout and for a tiling model, not for a model imported with a checkpoint's template without
+        tiling (Idefics2's processor has no markers).
         """
         encoder = model.vision_encoder
+        if tile_size is None:
+            tile_size = getattr(model, "tile_size", None)
         image_processor = ImageProcessor(
             encoder.patch_size,
             encoder.image_mean,
@@ -78,11 +92,15 @@ class VLMProcessor:
             min_image_size,
             upscale_probability=upscale_probability,
             max_upscale=max_upscale,
+            tile_size=tile_size,
         )
         chat_template = getattr(model, "chat_template", None)
         if crop_markers is None:
-            crop_markers = chat_template is None
-        return cls(model.tokenizer, image_processor, model.num_image_tokens, train_on, crop_markers, chat_template)
+            crop_markers = chat_template is None or tile_size is not None
+        rules = "idefics3" if tile_size is not None else "idefics2"
+        return cls(
+            model.tokenizer, image_processor, model.num_image_tokens, train_on, crop_markers, chat_template, rules
+        )
 
     def __call__(
         self,
@@ -98,7 +116,8 @@ class VLMProcessor:
             images: PIL images or image file paths, in the order of the image segments.
             turns: The conversation.
             add_generation_prompt: End with ``Assistant:`` for generation.
-            split_images: Give every image as 4 crops + the whole image (5x the visual tokens).
+            split_images: Give every image as its crops + the whole image: 4 + 1 views (5x the visual tokens), or
+                the tile grid + 1 with a tiling image processor.
             rng: Random source for training augmentation (upscaling); ``None`` for evaluation.
 
         Returns:
@@ -108,9 +127,8 @@ class VLMProcessor:
         pixel_values: list[torch.Tensor] = []
         layouts: list[ImageTokens] = []
         for image in images:
-            views = self.image_processor.process(image, split=split_images, rng=rng)
-            count = self.num_image_tokens(views[-1].shape[1], views[-1].shape[2])
-            layouts.append(SplitImage(count) if split_images else count)
+            plan, views = self.image_processor.process_views(image, split=split_images, rng=rng)
+            layouts.append(image_layout(plan, self.num_image_tokens(plan.height, plan.width)))
             pixel_values.extend(views)
         encoded = self.template.encode(turns, layouts, add_generation_prompt=add_generation_prompt)
         return {
@@ -118,3 +136,8 @@ class VLMProcessor:
             "labels": torch.tensor(encoded.labels, dtype=torch.long),
             "pixel_values": pixel_values,
         }
+
+
+def image_layout(views: ImageViews, tokens_per_view: int) -> ImageTokens:
+    """The text layout of one image: its placeholder count, or its split layout (crops then the whole image)."""
+    return SplitImage(tokens_per_view, views.rows, views.cols) if views.rows else tokens_per_view

@@ -20,10 +20,13 @@ import torch
 from vlmkit.data.formats import BadSample, CaptionField, Record, to_turns
 from vlmkit.data.image_decode import decode_image, image_size
 from vlmkit.data.image_processing import ImageProcessor
-from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, ImageTokens, SplitImage
+from vlmkit.data.processor import image_layout
+from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, ImageTokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from vlmkit.text.checkpoint_template import ProcessorRules
 
 Truncation = Literal["drop_images", "drop_sample"]
 """Too-long samples: cut before the first image block that does not fit (dropping it and later images),
@@ -109,6 +112,8 @@ class SampleRenderer:
             layout); ``False``: Idefics2's layout (five plain image blocks in a row).
         chat_template: A checkpoint's Jinja chat template (an imported model's): its text, token for token as
             transformers' processor renders it; ``None``: vlmkit's layout.
+        processor_rules: Whose processor's string rules expand the template's images (``"idefics2"``, or
+            ``"idefics3"`` for Idefics3/SmolVLM; see :class:`~vlmkit.text.ChatTemplate`).
         max_image_pixels: Skip a sample with an image that decodes to more pixels (``too_many_pixels``; a JPEG
             counts at the reduced size it decodes at); ``None``: no limit.
     """
@@ -127,6 +132,7 @@ class SampleRenderer:
         crop_markers: bool = True,
         chat_template: str | None = None,
         max_image_pixels: int | None = None,
+        processor_rules: ProcessorRules = "idefics2",
     ) -> None:
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
@@ -149,6 +155,7 @@ class SampleRenderer:
                 train_on="assistant" if answer_only else "all",
                 crop_markers=crop_markers,
                 chat_template=chat_template,
+                processor_rules=processor_rules,
             )
             for answer_only in (True, False)
         }
@@ -187,18 +194,19 @@ class SampleRenderer:
         split = self.split(rng)
         processor = self.image_processor
         try:  # sizes from the headers: nothing is decoded before truncation has chosen the images to keep
-            sizes = [processor.output_size(*image_size(image), processor.draw_scale(rng)) for image in record.images]
+            plans = [processor.plan(*image_size(image), split, processor.draw_scale(rng)) for image in record.images]
         except Exception as err:  # EXIF data Pillow cannot parse
             raise BadSample("corrupt_image", f"sample {record.key!r}: {type(err).__name__}: {err}") from err
-        try:  # crops are resized to the whole image's size: one count serves every view
-            counts = [self.num_image_tokens(height, width) for height, width in sizes]
-            layouts: list[ImageTokens] = [SplitImage(count) if split else count for count in counts]
+        try:  # every view of an image has one size: one count serves every view
+            layouts: list[ImageTokens] = [
+                image_layout(plan, self.num_image_tokens(plan.height, plan.width)) for plan in plans
+            ]
             encoded = self.templates[answer_only].encode(turns, layouts)
         except ValueError as err:
             raise BadSample("render_error", f"sample {record.key!r}: {err}") from err
         ids, labels = encoded.input_ids, encoded.labels
         cut, kept = truncate(ids, labels, self.max_length, self.image_token_id, encoded.image_spans)
-        dropped = len(sizes) - kept
+        dropped = len(plans) - kept
         if dropped and self.truncation == "drop_sample":
             raise BadSample(
                 "too_long", f"sample {record.key!r}: {len(ids)} tokens > {self.max_length} through an image"
@@ -207,10 +215,10 @@ class SampleRenderer:
         if all(label == IGNORE_INDEX for label in labels[1:]):
             raise BadSample("too_long", f"sample {record.key!r}: nothing to train on within {self.max_length} tokens")
         pixel_values = []
-        for i, (image, (height, width)) in enumerate(zip(record.images[:kept], sizes)):
+        for i, (image, plan) in enumerate(zip(record.images[:kept], plans)):
             where = f"sample {record.key!r} image {i}"
-            decoded = decode_image(image, processor.decode_size(height, width, split), self.max_image_pixels, where)
-            pixel_values += processor.views(decoded, height, width, split)
+            decoded = decode_image(image, processor.decode_size(plan), self.max_image_pixels, where)
+            pixel_values += processor.views(decoded, plan)
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),

@@ -108,8 +108,9 @@ class MixtureDataModule(L.LightningDataModule):
         crop_markers: Mark the crops of split images (the sources' ``image_splitting``) with
             ``<row_i_col_j>``/``<global-img>`` (Idefics3's layout); ``False``: Idefics2's layout (five plain image
             blocks in a row, what ``vlmkit export-idefics2 --image_splitting`` and Idefics2's processor give).
-            ``None``: markers for vlmkit's own text layout, none for a model imported with its checkpoint's chat
-            template (whose text, including the split layout, is then transformers' processor's).
+            ``None``: markers for vlmkit's own text layout and for a tiling model (``tile_size``: Idefics3, SmolVLM),
+            none for a model imported with its checkpoint's chat template without tiling (Idefics2), whose text,
+            including the split layout, is then transformers' processor's.
         max_bad_fraction: Stop with an error once more than this fraction of read samples was skipped.
         min_samples_for_bad_fraction: Samples to read before ``max_bad_fraction`` is enforced.
         log_every_n_batches: Log the counters (``data/<source>/<reason>``, ``data/<source>/share``) this often.
@@ -187,14 +188,19 @@ class MixtureDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() or connect(vlm) before asking for data")
         encoder = self.model.vision_encoder
         chat_template = getattr(self.model, "chat_template", None)
-        processor = ImageProcessor(
+        tile_size = getattr(self.model, "tile_size", None)  # Idefics3's tiling: sources' max_image_size is the
+        processor = ImageProcessor(  # longest side images are resized to before they are cut
             encoder.patch_size,
             encoder.image_mean,
             encoder.image_std,
             source.max_image_size,
             source.min_image_size,
             upscale_probability=self.upscale_probability if train else 0.0,
+            tile_size=tile_size,
         )
+        crop_markers = self.crop_markers
+        if crop_markers is None:
+            crop_markers = chat_template is None or tile_size is not None
         return SampleRenderer(
             self.model.tokenizer,
             processor,
@@ -205,9 +211,10 @@ class MixtureDataModule(L.LightningDataModule):
             self.truncation,
             image_splitting=source.image_splitting,
             eval_image_splitting=source.eval_image_splitting,
-            crop_markers=self.crop_markers if self.crop_markers is not None else chat_template is None,
+            crop_markers=crop_markers,
             chat_template=chat_template,
             max_image_pixels=getattr(source, "max_image_pixels", None),
+            processor_rules="idefics3" if tile_size is not None else "idefics2",
         )
 
     def _loader(self, train: bool) -> StatefulDataLoader:
