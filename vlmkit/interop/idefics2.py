@@ -176,7 +176,8 @@ def export_idefics2(
     merge_for_export(vlm)
     config = idefics2_config(vlm)
     config.dtype = next(vlm.parameters()).dtype  # from_pretrained(dtype="auto") gives back the trained dtype
-    write_weights(vlmkit_to_idefics2_keys(vlm.state_dict()), output_dir, max_shard_size)
+    tied = bool(config.tie_word_embeddings)
+    write_weights(vlmkit_to_idefics2_keys(vlm.state_dict()), output_dir, max_shard_size, tied)
     config.save_pretrained(output_dir)
     write_generation_config(vlm, output_dir)
     tokenizer = vlm.tokenizer

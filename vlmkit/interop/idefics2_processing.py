@@ -140,9 +140,7 @@ class Idefics2ProcessorSettings:
         return Idefics2Processor(image_processor, tokenizer, image_seq_len=image_seq_len, chat_template=chat_template)
 
 
-def checkpoint_chat_template(
-    path_or_name: str, default: str = IDEFICS2_CHAT_TEMPLATE, family: str = "Idefics2"
-) -> str:
+def checkpoint_chat_template(path_or_name: str, default: str = IDEFICS2_CHAT_TEMPLATE, family: str = "Idefics2") -> str:
     """The chat template ``processor.apply_chat_template`` uses for a checkpoint.
 
     That is its processor's, else its tokenizer's, else ``default`` (:data:`IDEFICS2_CHAT_TEMPLATE`; logged).

@@ -191,7 +191,8 @@ def export_idefics3(
     merge_for_export(vlm)
     config = idefics3_config(vlm, settings.family)
     config.dtype = next(vlm.parameters()).dtype  # from_pretrained(dtype="auto") gives back the trained dtype
-    write_weights(vlmkit_to_idefics3_keys(vlm.state_dict()), output_dir, max_shard_size)
+    tied = bool(config.tie_word_embeddings)
+    write_weights(vlmkit_to_idefics3_keys(vlm.state_dict()), output_dir, max_shard_size, tied)
     config.save_pretrained(output_dir)
     write_generation_config(vlm, output_dir)
     if vlm.chat_template is None:

@@ -136,12 +136,20 @@ def merge_for_export(vlm: nn.Module) -> None:
         raise ValueError("adapters are left in the model after merge_adapters; cannot export plain weights")
 
 
-def write_weights(state_dict: Mapping[str, torch.Tensor], output_dir: str | os.PathLike, max_shard_size: str) -> None:
-    """Write ``state_dict`` as ``model.safetensors`` (or shards with an index above ``max_shard_size``)."""
+def write_weights(
+    state_dict: Mapping[str, torch.Tensor], output_dir: str | os.PathLike, max_shard_size: str, tied: bool = False
+) -> None:
+    """Write ``state_dict`` (transformers names) as ``model.safetensors``, or shards above ``max_shard_size``.
+
+    With ``tied`` embeddings ``lm_head.weight`` is left out, as transformers saves a tied head (the files would
+    otherwise keep only one of the two names of the shared tensor, whichever the writer picks).
+    """
     from huggingface_hub import save_torch_state_dict
 
     os.makedirs(output_dir, exist_ok=True)
-    tensors = {key: value.detach().contiguous() for key, value in state_dict.items()}
+    tensors = {
+        key: value.detach().contiguous() for key, value in state_dict.items() if not (tied and key == "lm_head.weight")
+    }
     save_torch_state_dict(tensors, output_dir, max_shard_size=max_shard_size, safe_serialization=True)
 
 
