@@ -456,11 +456,15 @@ def _sample_lengths(attention_mask: torch.Tensor | None, segment_ids: torch.Tens
 
 
 def _new_token_rows(language_model: nn.Module, token_ids: list[int]) -> dict[str, list[int]]:
-    """Names (inside ``language_model``) of its input and output embeddings, mapped to the new tokens' rows."""
+    """Names (inside ``language_model``) of its input and output embeddings, mapped to the new tokens' rows.
+
+    A tied head is listed too: it shares the embeddings' trainable rows (:func:`~vlmkit.adapters.add_trainable_rows`),
+    so a new token's logit moves with its embedding, as it does once merged.
+    """
     layers = [language_model.get_input_embeddings()]
     get_output = getattr(language_model, "get_output_embeddings", None)
     output = get_output() if get_output is not None else None
-    if output is not None and output.weight is not layers[0].weight:  # untied head: its rows are new too
+    if output is not None:
         layers.append(output)
     names = {id(m): n for n, m in language_model.named_modules()}
     return {names[id(layer)]: sorted(set(token_ids)) for layer in layers if id(layer) in names}
