@@ -103,3 +103,48 @@ def test_shard_pipeline_renders_an_imported_model_with_its_text(checkpoint, form
     else:
         expected = _theirs(theirs, turns, False, True, record.images)
     assert renderer(record)["input_ids"].tolist() == expected
+
+
+CHATML_WITH_IMAGES = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% else %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A ChatML layout (SmolLM2-Instruct's turns) that places image segments: not Idefics2's User:/Assistant: text."""
+STRING_CONTENT_CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}{{ message['content'] }}"
+    "{{ '<|im_end|>\\n' }}{% endfor %}"
+)
+"""A text LM's own template, written for string contents: it cannot place images."""
+
+
+def test_any_template_that_places_images_renders_as_the_processor(checkpoint):
+    """A model given another chat template (ChatML) gets the SmolVLM processor's ids with that template."""
+    import copy
+
+    path, vlm = checkpoint
+    settings = Idefics3ProcessorSettings.from_pretrained(path)
+    tokens = vlm.num_image_tokens(settings.tile_size, settings.tile_size)
+    theirs = settings.processor(copy.deepcopy(vlm.tokenizer), tokens, CHATML_WITH_IMAGES)
+    ours = VLMProcessor(
+        vlm.tokenizer,
+        settings.image_processor(vlm.vision_encoder.patch_size),
+        vlm.num_image_tokens,
+        chat_template=CHATML_WITH_IMAGES,
+        processor_rules="idefics3",
+    )
+    turns, add_generation_prompt = CONVERSATIONS["multi_turn_three_images"]
+    expected = _theirs(theirs, turns, add_generation_prompt, True, images()[:3])
+    assert ours(images()[:3], turns, add_generation_prompt=True, split_images=True)["input_ids"].tolist() == expected
+    answered = ours(images()[:3], [*turns, Turn("assistant", ["red"])], split_images=True)
+    labels = [label for label in answered["labels"].tolist() if label != -100]
+    assert vlm.tokenizer.decode(labels) == "two shapes<|im_end|>red<|im_end|>"  # each answer and its end, no "\n"
+    refusing = VLMProcessor(
+        vlm.tokenizer,
+        settings.image_processor(vlm.vision_encoder.patch_size),
+        vlm.num_image_tokens,
+        chat_template=STRING_CONTENT_CHATML,
+        processor_rules="idefics3",
+    )
+    with pytest.raises(ValueError, match="rendered 0 <image> for 1 images"):
+        refusing(images()[:1], [Turn("user", [IMAGE, "What is it?"])])

@@ -20,17 +20,14 @@ from vlmkit.interop.idefics2_config import idefics2_config, idefics2_skeleton
 from vlmkit.interop.idefics2_processing import (
     IDEFICS2_CHAT_TEMPLATE,
     Idefics2ProcessorSettings,
-    checkpoint_chat_template,
-    checkpoint_generation_config,
-    checkpoint_stop_token_ids,
 )
 from vlmkit.interop.safetensors_checkpoint import SafetensorsCheckpoint
 from vlmkit.interop.transformers_checkpoint import (
     KeyMap,
+    compose_imported,
     load_strictly,
     merge_for_export,
-    write_generation_config,
-    write_weights,
+    write_checkpoint,
 )
 from vlmkit.llm.transformers_lm import parse_dtype
 from vlmkit.model import VisionLanguageModel
@@ -129,22 +126,17 @@ def import_idefics2(
         vlm = idefics2_skeleton(config, tokenizer=path_or_name, attn_implementation=attn_implementation)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     load_strictly(vlm, checkpoint, IDEFICS2_KEYS, tied, parse_dtype(torch_dtype))
-    lm = vlm.language_model.model
-    vlm.vision_encoder.image_mean, vlm.vision_encoder.image_std = settings.image_mean, settings.image_std
-    generation_config = checkpoint_generation_config(path_or_name)
-    if generation_config is not None:
-        lm.generation_config = generation_config  # what export compares its generation config with
-    return VisionLanguageModel(  # composed again from the loaded parts: adapters wrap the checkpoint's weights
-        vlm.vision_encoder,
-        vlm.connector,
-        vlm.language_model,
-        vlm.fusion,
+    return compose_imported(
+        vlm,
+        path_or_name,
+        settings.image_mean,
+        settings.image_std,
+        IDEFICS2_CHAT_TEMPLATE,
+        "Idefics2",
         train_vision_encoder=train_vision_encoder,
         train_language_model=train_language_model,
         neftune_alpha=neftune_alpha,
         gradient_checkpointing=gradient_checkpointing,
-        chat_template=checkpoint_chat_template(path_or_name),
-        stop_token_ids=checkpoint_stop_token_ids(generation_config, vlm.tokenizer),
     )
 
 
@@ -174,23 +166,11 @@ def export_idefics2(
         ValueError: If ``vlm`` is not of that shape (the mismatching part and value named).
     """
     merge_for_export(vlm)
-    config = idefics2_config(vlm)
-    config.dtype = next(vlm.parameters()).dtype  # from_pretrained(dtype="auto") gives back the trained dtype
-    tied = bool(config.tie_word_embeddings)
-    write_weights(vlmkit_to_idefics2_keys(vlm.state_dict()), output_dir, max_shard_size, tied)
-    config.save_pretrained(output_dir)
-    write_generation_config(vlm, output_dir)
-    tokenizer = vlm.tokenizer
-    if vlm.chat_template is None:
-        logger.warning(
-            "export: the model was trained on vlmkit's own chat layout (`User:` directly followed by the text, no "
-            "space after an image block); the exported processor renders Idefics2's chat template, whose text "
-            "differs in these spaces (import with vlmkit.interop.import_idefics2 to fine-tune on Idefics2's text)"
-        )
+    write_checkpoint(vlm, idefics2_config(vlm), IDEFICS2_KEYS, output_dir, max_shard_size)
     settings = settings or Idefics2ProcessorSettings(
         image_mean=vlm.vision_encoder.image_mean, image_std=vlm.vision_encoder.image_std
     )
     processor = settings.processor(
-        copy.deepcopy(tokenizer), vlm.connector.num_latents, vlm.chat_template or IDEFICS2_CHAT_TEMPLATE
+        copy.deepcopy(vlm.tokenizer), vlm.connector.num_latents, vlm.chat_template or IDEFICS2_CHAT_TEMPLATE
     )
     processor.save_pretrained(output_dir)

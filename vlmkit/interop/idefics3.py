@@ -18,20 +18,15 @@ from collections.abc import Mapping
 
 import torch
 
-from vlmkit.interop.idefics2_processing import (
-    checkpoint_chat_template,
-    checkpoint_generation_config,
-    checkpoint_stop_token_ids,
-)
 from vlmkit.interop.idefics3_config import idefics3_config, idefics3_skeleton
 from vlmkit.interop.idefics3_processing import Idefics3ProcessorSettings
 from vlmkit.interop.safetensors_checkpoint import SafetensorsCheckpoint
 from vlmkit.interop.transformers_checkpoint import (
     KeyMap,
+    compose_imported,
     load_strictly,
     merge_for_export,
-    write_generation_config,
-    write_weights,
+    write_checkpoint,
 )
 from vlmkit.llm.transformers_lm import parse_dtype
 from vlmkit.model import VisionLanguageModel
@@ -132,25 +127,21 @@ def import_idefics3(
     tied = bool(getattr(config, "tie_word_embeddings", False))
     load_strictly(vlm, checkpoint, KeyMap(family, IDEFICS3_KEYS.prefixes, IDEFICS3_KEYS.unused), tied, dtype)
     lm = vlm.language_model
-    vlm.vision_encoder.image_mean, vlm.vision_encoder.image_std = settings.image_mean, settings.image_std
-    generation_config = checkpoint_generation_config(path_or_name)
-    if generation_config is not None:
-        lm.model.generation_config = generation_config  # what export compares its generation config with
     if quantization is not None:
         quantize_linear_layers(lm, quantization, parse_dtype(compute_dtype), exclude=(lm.get_output_embeddings(),))
         lm.quantization = quantization  # the part refuses "full" training
-    return VisionLanguageModel(  # composed again from the loaded parts: adapters wrap the checkpoint's weights
-        vlm.vision_encoder,
-        vlm.connector,
-        lm,
-        vlm.fusion,
+    return compose_imported(
+        vlm,
+        path_or_name,
+        settings.image_mean,
+        settings.image_std,
+        settings.chat_template,
+        family,
+        tile_size=settings.tile_size,
         train_vision_encoder=train_vision_encoder,
         train_language_model=train_language_model,
         neftune_alpha=neftune_alpha,
         gradient_checkpointing=gradient_checkpointing,
-        chat_template=checkpoint_chat_template(path_or_name, settings.chat_template, family),
-        stop_token_ids=checkpoint_stop_token_ids(generation_config, vlm.tokenizer),
-        tile_size=settings.tile_size,
     )
 
 
@@ -189,19 +180,8 @@ def export_idefics3(
     if vlm.tile_size is not None and settings.tile_size != vlm.tile_size:
         raise ValueError(f"settings.tile_size={settings.tile_size} but the model tiles with tile_size={vlm.tile_size}")
     merge_for_export(vlm)
-    config = idefics3_config(vlm, settings.family)
-    config.dtype = next(vlm.parameters()).dtype  # from_pretrained(dtype="auto") gives back the trained dtype
-    tied = bool(config.tie_word_embeddings)
-    write_weights(vlmkit_to_idefics3_keys(vlm.state_dict()), output_dir, max_shard_size, tied)
-    config.save_pretrained(output_dir)
-    write_generation_config(vlm, output_dir)
-    if vlm.chat_template is None:
-        logger.warning(
-            "export: the model was trained on vlmkit's own chat layout; the exported processor renders %s's chat "
-            "template, whose text differs from it (give VisionLanguageModel a chat_template to train on the text "
-            "you export)",
-            _FAMILY_NAMES[settings.family],
-        )
+    key_map = KeyMap(_FAMILY_NAMES[settings.family], IDEFICS3_KEYS.prefixes, IDEFICS3_KEYS.unused)
+    write_checkpoint(vlm, idefics3_config(vlm, settings.family), key_map, output_dir, max_shard_size)
     image_seq_len = vlm.num_image_tokens(settings.tile_size, settings.tile_size)
     processor = settings.processor(
         copy.deepcopy(vlm.tokenizer), image_seq_len, vlm.chat_template or settings.chat_template

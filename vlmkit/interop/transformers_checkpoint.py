@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,7 +27,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KeyMap", "load_strictly", "merge_for_export", "write_generation_config", "write_weights"]
+__all__ = [
+    "KeyMap",
+    "compose_imported",
+    "load_strictly",
+    "merge_for_export",
+    "write_checkpoint",
+    "write_generation_config",
+    "write_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,69 @@ def load_strictly(
     _init_non_persistent_buffers(vlm, checkpoint.source)
     if tied:  # loaded as two parameters: one again
         lm.tie_weights()
+
+
+def compose_imported(
+    vlm: VisionLanguageModel,
+    path_or_name: str,
+    image_mean: tuple[float, float, float],
+    image_std: tuple[float, float, float],
+    default_chat_template: str,
+    family: str,
+    tile_size: int | None = None,
+    **trainability: Any,
+) -> VisionLanguageModel:
+    """The loaded parts of a checkpoint composed again, with the checkpoint's own text and generation settings.
+
+    The encoder gets the processor's normalisation; the model keeps the checkpoint's chat template (else
+    ``default_chat_template``, logged) and stops at its ``generation_config`` EOS tokens plus ``<end_of_utterance>``;
+    the text model keeps the generation config (what export compares its own with). Adapters asked for in
+    ``trainability`` (``VisionLanguageModel``'s ``train_*``, ``neftune_alpha``, ``gradient_checkpointing``) wrap the
+    checkpoint's weights.
+    """
+    from vlmkit.interop.idefics2_processing import (
+        checkpoint_chat_template,
+        checkpoint_generation_config,
+        checkpoint_stop_token_ids,
+    )
+    from vlmkit.model import VisionLanguageModel
+
+    vlm.vision_encoder.image_mean, vlm.vision_encoder.image_std = image_mean, image_std
+    generation_config = checkpoint_generation_config(path_or_name)
+    if generation_config is not None:
+        vlm.language_model.model.generation_config = generation_config
+    return VisionLanguageModel(
+        vlm.vision_encoder,
+        vlm.connector,
+        vlm.language_model,
+        vlm.fusion,
+        chat_template=checkpoint_chat_template(path_or_name, default_chat_template, family),
+        stop_token_ids=checkpoint_stop_token_ids(generation_config, vlm.tokenizer),
+        tile_size=tile_size,
+        **trainability,
+    )
+
+
+def write_checkpoint(
+    vlm: VisionLanguageModel, config: Any, key_map: KeyMap, output_dir: str | os.PathLike, max_shard_size: str
+) -> None:
+    """Write ``vlm`` (adapters merged) with ``config``: ``config.json``, safetensors, ``generation_config.json``.
+
+    The config records the weights' dtype (``from_pretrained(dtype="auto")`` gives back the trained dtype); a
+    model trained on vlmkit's own chat layout is logged, as the exported processor renders a checkpoint template.
+    """
+    config.dtype = next(vlm.parameters()).dtype
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    write_weights(key_map.to_transformers(vlm.state_dict()), output_dir, max_shard_size, tied)
+    config.save_pretrained(output_dir)
+    write_generation_config(vlm, output_dir)
+    if vlm.chat_template is None:
+        logger.warning(
+            "export: the model was trained on vlmkit's own chat layout (`User:` directly followed by the text, no "
+            "space after an image block); the exported processor renders %s's chat template, whose text differs "
+            "from it (import a checkpoint, or give VisionLanguageModel a chat_template, to train on that text)",
+            key_map.family,
+        )
 
 
 def merge_for_export(vlm: nn.Module) -> None:
