@@ -67,8 +67,9 @@ def test_tied_embeddings_share_one_trainable_row_per_new_token_merged_once(mode,
 
     torch.manual_seed(0)
     lm = TransformersCausalLM(config={**TINY_LM, "tie_word_embeddings": True}, tokenizer="synthetic")
-    connector = functools.partial(PerceiverResampler, num_latents=4, depth=1, num_heads=2, head_dim=16,
-                                  num_key_value_heads=1)  # fmt: skip  (the batch's 4 tokens per image)
+    connector = functools.partial(
+        PerceiverResampler, num_latents=4, depth=1, num_heads=2, head_dim=16, num_key_value_heads=1
+    )  # fmt: skip  (the batch's 4 tokens per image)
     encoder = TransformersVisionEncoder(config=TINY_SIGLIP, position_embedding="bucket")
     vlm = VisionLanguageModel(encoder, connector, lm, train_language_model=mode).eval()
     head, embeddings = lm.get_output_embeddings(), lm.get_input_embeddings()

@@ -86,7 +86,7 @@ def _image():
 
 @pytest.mark.integration
 def test_fit_from_imported_smolvlm_on_tiled_images_then_export(tmp_path):
-    """`vlmkit fit` tiles images as the checkpoint's processor (the model's tile_size); export-idefics3 writes it back."""
+    """`vlmkit fit` tiles images as the checkpoint's processor (its tile_size); export-idefics3 writes it back."""
     from tiny_idefics3 import SPECS, save_tiny
     from transformers import AutoProcessor, SmolVLMForConditionalGeneration
 
