@@ -55,6 +55,7 @@ def test_frozen_language_model_trains_only_the_new_token_rows():
     assert count_parameters(vlm.connector, trainable_only=True) == count_parameters(vlm.connector)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["frozen", "lora"])
 def test_tied_embeddings_share_one_trainable_row_per_new_token_merged_once(mode, batch):
     """A tied head's logit of a new token moves with its embedding, trained and merged alike (SmolVLM-style LMs)."""

@@ -111,6 +111,7 @@ def test_bad_arguments_are_named():
         connector(torch.randn(1, 15, 6), torch.ones(1, 15, dtype=torch.bool))
 
 
+@pytest.mark.integration
 def test_in_a_model_images_of_any_aspect_match_their_placeholders():
     """Composed with the tiny VLM: non-square, non-divisible grids, padded batch == each image alone."""
     import functools

@@ -206,6 +206,7 @@ def _turns(messages):
     return [Turn(m["role"], [c if c["type"] == "image" else c["text"] for c in m["content"]]) for m in messages]
 
 
+@pytest.mark.integration
 def test_export_names_what_is_not_idefics3(imported):
     from tiny_models import build_tiny_vlm
 
