@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vlmkit.connectors import LinearProjection, MappingNetwork, MLPProjection, PerceiverResampler
+from vlmkit.connectors import LinearProjection, MappingNetwork, MLPProjection, PerceiverResampler, PixelShuffleConnector
 from vlmkit.data import SyntheticVQADataModule
 from vlmkit.llm import TransformersCausalLM
 from vlmkit.model import VisionLanguageModel
@@ -32,6 +32,7 @@ CONNECTORS = {
     "mlp (1 token/patch)": MLPProjection,
     "linear (32 tokens)": functools.partial(LinearProjection, num_patches=64, num_tokens=32),
     "mapping network (32)": functools.partial(MappingNetwork, num_tokens=32, hidden_dim=128, depth=2, num_heads=4),
+    "pixel shuffle (r=2)": functools.partial(PixelShuffleConnector, scale_factor=2),
 }
 
 

@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 from tiny_models import build_tiny_vlm
@@ -51,6 +53,37 @@ def test_frozen_language_model_trains_only_the_new_token_rows():
     assert all(p.shape == (len(VLM_SPECIAL_TOKENS), 64) for p in trainable.values())
     assert count_parameters(vlm.vision_encoder, trainable_only=True) == 0
     assert count_parameters(vlm.connector, trainable_only=True) == count_parameters(vlm.connector)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["frozen", "lora"])
+def test_tied_embeddings_share_one_trainable_row_per_new_token_merged_once(mode, batch):
+    """A tied head's logit of a new token moves with its embedding, trained and merged alike (SmolVLM-style LMs)."""
+    from tiny_models import TINY_LM, TINY_SIGLIP
+
+    from vlmkit.connectors import PerceiverResampler
+    from vlmkit.llm import TransformersCausalLM
+    from vlmkit.model import VisionLanguageModel
+    from vlmkit.vision import TransformersVisionEncoder
+
+    torch.manual_seed(0)
+    lm = TransformersCausalLM(config={**TINY_LM, "tie_word_embeddings": True}, tokenizer="synthetic")
+    connector = functools.partial(
+        PerceiverResampler, num_latents=4, depth=1, num_heads=2, head_dim=16, num_key_value_heads=1
+    )  # fmt: skip  (the batch's 4 tokens per image)
+    encoder = TransformersVisionEncoder(config=TINY_SIGLIP, position_embedding="bucket")
+    vlm = VisionLanguageModel(encoder, connector, lm, train_language_model=mode).eval()
+    head, embeddings = lm.get_output_embeddings(), lm.get_input_embeddings()
+    assert head.weight is embeddings.weight and head.trainable_rows.delta is embeddings.trainable_rows.delta
+    trainable = [n for n, p in lm.named_parameters() if p.requires_grad and "trainable_rows" in n]
+    assert len(trainable) == 1  # one delta, counted once
+    _perturb_adapters(vlm)
+    with torch.no_grad():
+        before = _logits(vlm, batch)
+        merge_adapters(vlm)
+        after = _logits(vlm, batch)
+    assert head.weight is embeddings.weight and not has_adapters(vlm)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)  # merged into the shared weight exactly once
 
 
 @pytest.mark.parametrize("rank", [2, 8])

@@ -344,3 +344,25 @@ def test_vlmkit_uses_nothing_of_a_part_beyond_its_protocol():
         beyond = reads - module_api - set(members(protocol))
         assert not beyond, f"vlmkit reads {sorted(beyond)} of a {protocol.__name__}, which its Protocol does not name"
     assert {"decoder_layers", "supports_packing", "tokenizer", "get_output_embeddings"} <= used["TinyLlama"]
+
+
+def test_vlmkits_own_parts_satisfy_their_protocols(tiny_vlm):
+    import functools
+
+    from tiny_models import TINY_LM
+
+    from vlmkit.connectors import LinearProjection, MappingNetwork, MLPProjection, PixelShuffleConnector
+    from vlmkit.fusion import CrossAttentionFusion
+    from vlmkit.interfaces import GridConnector
+    from vlmkit.llm import TransformersCausalLM
+    from vlmkit.vision import TimmVisionEncoder
+
+    timm = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+    assert isinstance(tiny_vlm.vision_encoder, VisionEncoder)
+    assert isinstance(TimmVisionEncoder("vit_tiny_patch16_224", model_kwargs=timm), VisionEncoder)
+    connectors = [tiny_vlm.connector, LinearProjection(32, 32, 16, 4), MappingNetwork(32, 32), MLPProjection(32, 32)]
+    assert all(isinstance(c, Connector) and not isinstance(c, GridConnector) for c in connectors)
+    assert isinstance(functools.partial(PixelShuffleConnector, scale_factor=2)(32, 32), GridConnector)
+    assert isinstance(tiny_vlm.fusion, Fusion) and isinstance(CrossAttentionFusion(), Fusion)
+    assert isinstance(tiny_vlm.language_model, LanguageModel)
+    assert isinstance(TransformersCausalLM(config=TINY_LM, tokenizer="synthetic"), LanguageModel)

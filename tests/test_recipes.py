@@ -9,9 +9,15 @@ import pytest
 from vlmkit.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-# Real-scale recipes name hub checkpoints (SigLIP-SO400M, Mistral-7B, Idefics2-8B): tests/test_recipes_idefics2.py
-# instantiates them at full size on the `meta` device instead.
-REAL_SCALE = sorted([*(ROOT / "recipes/idefics2").glob("*.yaml"), ROOT / "recipes/finetune/qlora_1gpu.yaml"])
+# Real-scale recipes name hub checkpoints (SigLIP-SO400M, Mistral-7B, Idefics2-8B, SmolVLM):
+# tests/test_recipes_idefics2.py and tests/test_recipes_smolvlm.py instantiate them at full size on `meta` instead.
+REAL_SCALE = sorted(
+    [
+        *(ROOT / "recipes/idefics2").glob("*.yaml"),
+        *(ROOT / "recipes/smolvlm").glob("*.yaml"),
+        ROOT / "recipes/finetune/qlora_1gpu.yaml",
+    ]
+)
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p not in REAL_SCALE)
 
 
@@ -75,7 +81,10 @@ def test_recipe_launch_command_instantiates(recipe, monkeypatch):
     connector = re.search(r"connectors/(\w+)\.yaml", str(recipe))
     if connector:
         expected = "".join(part.title() for part in connector.group(1).split("_"))
-        expected = {"Mlp": "MLPProjection", "Linear": "LinearProjection", "Perceiver": "PerceiverResampler"}.get(
-            expected, expected
-        )
+        expected = {
+            "Mlp": "MLPProjection",
+            "Linear": "LinearProjection",
+            "Perceiver": "PerceiverResampler",
+            "PixelShuffle": "PixelShuffleConnector",
+        }.get(expected, expected)
         assert type(vlm.connector).__name__ == expected

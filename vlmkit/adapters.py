@@ -153,12 +153,16 @@ class TrainableRows(nn.Module):
     unchanged) with a forward hook that adds ``delta`` to those rows' outputs: the embedding of a new token,
     or its logit. :func:`merge_adapters` folds the deltas into the weight.
 
+    A tied output head (its weight is the embeddings') shares the embeddings' ``delta``: a new token's row is one
+    vector, used as its embedding and for its logit, before and after merging.
+
     Args:
         layer: An ``nn.Embedding`` (input) or ``nn.Linear`` (output head) with one row per token.
         token_ids: The rows that train (the VLM's added special tokens).
+        delta: The ``delta`` of the layer whose weight ``layer`` shares (tied embeddings); ``None``: its own.
     """
 
-    def __init__(self, layer: nn.Module, token_ids: Sequence[int]) -> None:
+    def __init__(self, layer: nn.Module, token_ids: Sequence[int], delta: nn.Parameter | None = None) -> None:
         super().__init__()
         rows = sorted(set(int(t) for t in token_ids))
         if rows and rows[-1] >= layer.weight.shape[0]:
@@ -168,7 +172,11 @@ class TrainableRows(nn.Module):
         lookup = torch.full((layer.weight.shape[0],), -1, dtype=torch.long)
         lookup[ids] = torch.arange(len(ids))
         self.register_buffer("lookup", lookup, persistent=False)  # token id -> row of delta, -1 elsewhere
-        self.delta = nn.Parameter(torch.zeros(len(ids), layer.weight.shape[1], dtype=layer.weight.dtype))
+        if delta is None:
+            delta = nn.Parameter(torch.zeros(len(ids), layer.weight.shape[1], dtype=layer.weight.dtype))
+        elif tuple(delta.shape) != (len(ids), layer.weight.shape[1]):
+            raise ValueError(f"a shared delta {tuple(delta.shape)} does not fit {len(ids)} rows of {layer}")
+        self.delta = delta
         self.is_embedding = isinstance(layer, nn.Embedding)
 
     def forward(self, layer_input: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
@@ -187,10 +195,15 @@ class TrainableRows(nn.Module):
 
 
 def add_trainable_rows(module: nn.Module, trainable_tokens: dict[str, list[int]]) -> None:
-    """Give the named embedding/output layers of ``module`` trainable rows for ``trainable_tokens`` (in place)."""
+    """Give the named embedding/output layers of ``module`` trainable rows for ``trainable_tokens`` (in place).
+
+    Layers sharing one weight (tied embeddings) share one ``delta``.
+    """
+    deltas: dict[int, nn.Parameter] = {}  # id(weight) -> its delta
     for name, token_ids in trainable_tokens.items():
         layer = module.get_submodule(name)
-        layer.trainable_rows = TrainableRows(layer, token_ids)
+        layer.trainable_rows = TrainableRows(layer, token_ids, deltas.get(id(layer.weight)))
+        deltas[id(layer.weight)] = layer.trainable_rows.delta
         layer.register_forward_hook(_add_rows, with_kwargs=False)
 
 
@@ -219,10 +232,13 @@ def merge_adapters(model: nn.Module) -> nn.Module:
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
+    merged: set[tuple[int, int]] = set()  # (weight, delta): a tied head's rows are the embeddings' rows
     for child in list(model.modules()):
         rows = child._modules.get("trainable_rows")
         if isinstance(rows, TrainableRows):
-            rows.merge_into(child)
+            if (id(child.weight), id(rows.delta)) not in merged:
+                rows.merge_into(child)
+                merged.add((id(child.weight), id(rows.delta)))
             del child.trainable_rows
     for name, child in list(model.named_modules()):
         if isinstance(child, BaseTunerLayer) and name:

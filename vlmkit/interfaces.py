@@ -86,6 +86,21 @@ class Connector(Protocol):
 
 
 @runtime_checkable
+class GridConnector(Connector, Protocol):
+    """A connector whose tokens depend on the 2-D shape of the patch grid (pixel shuffle).
+
+    It gets the padded grid instead of the packed sequence: ``forward(features [n, rows * cols, in_dim]``
+    row-major, ``mask [n, rows, cols] | None)`` with each image's real patches a top-left rectangle, and its
+    ``output_mask`` takes that mask too. The model counts its tokens per image with
+    ``num_grid_tokens(rows_i, cols_i)``, as an image of ``rows x cols`` patches and one of ``cols x rows``
+    may differ.
+    """
+
+    def num_grid_tokens(self, rows: int, cols: int) -> int:
+        """How many visual tokens one image whose real patches form a ``rows x cols`` grid becomes."""
+
+
+@runtime_checkable
 class LanguageModelOutput(Protocol):
     """What a :class:`LanguageModel` returns (a transformers ``CausalLMOutputWithPast`` fits)."""
 

@@ -128,3 +128,56 @@ def plain_linear(layer: nn.Module, weight: torch.Tensor, dtype: torch.dtype | No
             linear.bias.copy_(bias)
     linear.requires_grad_(False)
     return linear
+
+
+def quantize_linear_layers(
+    module: nn.Module, quantization: Quantization, compute_dtype: torch.dtype, exclude: tuple[nn.Module, ...] = ()
+) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``module`` (but ``exclude``) by its bitsandbytes form, quantized from its weight.
+
+    What ``from_pretrained`` with a ``BitsAndBytesConfig`` does while loading, for weights that were loaded another
+    way (a strict import): 4-bit NF4/FP4 with double quantization, or LLM.int8(), on this process's own GPU
+    (:func:`quantized_device_map`; the CPU without CUDA). Biases are kept in ``compute_dtype``.
+
+    Args:
+        module: The part whose linear layers are quantized (its weights loaded, not on ``meta``).
+        quantization: ``"nf4"``, ``"fp4"`` or ``"int8"``.
+        compute_dtype: Dtype of the 4-bit matmuls.
+        exclude: Layers kept as they are (the output head, as transformers keeps ``lm_head``).
+
+    Returns:
+        ``module``, for chaining.
+
+    Raises:
+        ValueError: For an unknown scheme.
+    """
+    import bitsandbytes as bnb
+
+    if quantization not in ("nf4", "fp4", "int8"):
+        raise ValueError(f"quantization={quantization!r}; expected one of 'nf4', 'fp4', 'int8'")
+    device = (quantized_device_map() or {"": torch.device("cpu")})[""]
+    kept = {id(layer) for layer in exclude}
+    for name, layer in list(module.named_modules()):
+        if type(layer) is not nn.Linear or id(layer) in kept:
+            continue
+        shape = {"bias": layer.bias is not None, "device": "meta"}
+        if quantization == "int8":
+            quantized = bnb.nn.Linear8bitLt(layer.in_features, layer.out_features, has_fp16_weights=False, **shape)
+            quantized.weight = bnb.nn.Int8Params(layer.weight.data, requires_grad=False, has_fp16_weights=False)
+        else:
+            quantized = bnb.nn.Linear4bit(
+                layer.in_features,
+                layer.out_features,
+                compute_dtype=compute_dtype,
+                compress_statistics=True,
+                quant_type=quantization,
+                **shape,
+            )
+            quantized.weight = bnb.nn.Params4bit(
+                layer.weight.data, requires_grad=False, compress_statistics=True, quant_type=quantization
+            )
+        if layer.bias is not None:
+            quantized.bias = nn.Parameter(layer.bias.data.to(compute_dtype), requires_grad=False)
+        module.set_submodule(name, quantized.to(device))  # bitsandbytes quantizes as the weight moves
+    keep_compute_dtype(module)
+    return module

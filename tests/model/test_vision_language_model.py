@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny_models import build_tiny_vlm, uncached_greedy
 
-from vlmkit.connectors import LinearProjection, MappingNetwork, MLPProjection, PerceiverResampler
+from vlmkit.connectors import LinearProjection, MappingNetwork, MLPProjection, PerceiverResampler, PixelShuffleConnector
 from vlmkit.data import SyntheticVQADataModule
 
 
@@ -286,7 +286,11 @@ def _accelerator_path(monkeypatch):
         monkeypatch.setattr(module, "host_reads_are_free", lambda tensor: False)
 
 
-@pytest.mark.parametrize("connector", [None, MLPProjection], ids=["perceiver", "mlp"])
+@pytest.mark.parametrize(
+    "connector",
+    [None, MLPProjection, functools.partial(PixelShuffleConnector, scale_factor=2)],
+    ids=["perceiver", "mlp", "pixel_shuffle"],  # pixel shuffle: tokens per grid shape, looked up on the device
+)
 def test_a_training_step_reads_nothing_from_the_device(connector, monkeypatch):
     from sync_audit import HostReads
 

@@ -121,7 +121,7 @@ def test_sharded_folders_are_read_through_an_allow_list(tmp_path):
 
 
 def test_the_lmms_eval_adapter_loads_checkpoints_safely(tmp_path, monkeypatch):
-    from vlmkit.eval.lmms_eval_adapter import lmms_eval_model
+    from vlmkit.interop.lmms_eval import lmms_eval_model
 
     api = types.ModuleType("lmms_eval.api.model")
     api.lmms = type("lmms", (), {"__init__": lambda self: None})

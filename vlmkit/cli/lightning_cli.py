@@ -26,8 +26,8 @@ DESCRIPTION = (
     "vlmkit: build, train and evaluate vision-language models from swappable parts "
     "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml. "
     "Also: `vlmkit data synth|build` (webdataset shards), `vlmkit export` (merged weights or adapters), "
-    "`vlmkit export-idefics2` (a transformers Idefics2 checkpoint), `vlmkit report` (parameters and FLOPs per "
-    "part); each has its own --help."
+    "`vlmkit export-idefics2` / `export-idefics3` (a transformers Idefics2 / Idefics3 or SmolVLM checkpoint), "
+    "`vlmkit report` (parameters and FLOPs per part); each has its own --help."
 )
 
 ConfigMismatch = Literal["error", "use_checkpoint", "use_command_line"]

@@ -1,9 +1,9 @@
 """The ``vlmkit`` console script: LightningCLI's subcommands plus vlmkit's own, registered here.
 
 ``fit``, ``validate``, ``test``, ``predict`` go to :func:`~vlmkit.cli.lightning_cli.build_cli`; ``data``, ``export``,
-``export-idefics2`` and ``report`` to their own entry points, which this module imports (the command line is the top
-of the import graph: nothing below imports it). Errors in what the user gave (files, checkpoints, data) print one
-line, ``vlmkit: error: ...``, not a traceback.
+``export-idefics2``, ``export-idefics3`` and ``report`` to their own entry points, which this module imports (the
+command line is the top of the import graph: nothing below imports it). Errors in what the user gave (files,
+checkpoints, data) print one line, ``vlmkit: error: ...``, not a traceback.
 """
 
 from __future__ import annotations
@@ -27,9 +27,15 @@ def _export(argv: list[str]) -> object:
 
 
 def _export_idefics2(argv: list[str]) -> object:
-    from vlmkit.cli.export_idefics2 import main
+    from vlmkit.cli.export_transformers import main
 
     return main(argv)
+
+
+def _export_idefics3(argv: list[str]) -> object:
+    from vlmkit.cli.export_transformers import main_idefics3
+
+    return main_idefics3(argv)
 
 
 def _report(argv: list[str]) -> object:
@@ -42,6 +48,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "data": _data,
     "export": _export,
     "export-idefics2": _export_idefics2,
+    "export-idefics3": _export_idefics3,
     "report": _report,
 }
 """vlmkit's own subcommands (imported when used); everything else is LightningCLI's."""

@@ -5,6 +5,8 @@ the shortest is raised towards ``min_image_size``, and both sides are rounded to
 a multiple of the encoder's patch size. Any PIL mode (grayscale, RGBA, palette,
 CMYK, 16-bit) and EXIF orientation become a plain RGB tensor. Image files are decoded
 at the reduced size the output needs (see :mod:`vlmkit.data.image_decode`).
+With ``tile_size`` images are processed as Idefics3 does instead (:mod:`vlmkit.data.tiling`). The sizes and
+splits themselves are rules of :mod:`vlmkit.vision.sizing`, which the model's token budget uses too.
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ from PIL import Image
 from vlmkit.checks import check_fraction, check_image_sizes
 from vlmkit.data.formats import BadSample
 from vlmkit.data.image_decode import EncodedImage, decode_image, exif_orientation, image_size, orient, rgb
+from vlmkit.data.tiling import tile_views
 from vlmkit.deprecation import renamed_argument
-from vlmkit.vision.sizing import target_size
+from vlmkit.vision.sizing import ImageViews, plan_views, target_size
 
-__all__ = ["ImageInput", "ImageProcessor", "encoded", "load_image", "split_image", "target_size", "to_rgb"]
+__all__ = [
+    "ImageInput",
+    "ImageProcessor",
+    "ImageViews",
+    "encoded",
+    "load_image",
+    "split_image",
+    "target_size",
+    "to_rgb",
+]
 
 ImageInput = Image.Image | EncodedImage | str | PathLike
 """A PIL image, an :class:`~vlmkit.data.image_decode.EncodedImage`, or the path of an image file."""
@@ -92,6 +104,15 @@ class ImageProcessor:
             ``[1, max_upscale]`` (paper sections 4.1-4.2: "we randomly scale up images"); needs an ``rng``
             at call time, so evaluation (no ``rng``) is never augmented.
         max_upscale: Largest random upscaling factor (the ``max_image_size`` cap still applies).
+        tile_size: Process images as Idefics3/SmolVLM do (:mod:`vlmkit.data.tiling`): a split image becomes a
+            resolution-dependent grid of ``tile_size`` tiles (its longest side resized to ``max_image_size``, both
+            sides rounded up to multiples of ``tile_size``) followed by the whole image, and an image that fits one
+            tile or is not split is squashed to ``tile_size x tile_size`` (aspect ratio not kept, as there).
+            ``min_image_size`` and upscaling do not apply. ``None``: the paper's 4 crops + the image.
+
+    Raises:
+        ValueError: If a size or probability is out of range, ``tile_size`` is not a multiple of ``patch_size``, or
+            upscaling is asked for with ``tile_size`` (tiling resizes every image to ``max_image_size``).
     """
 
     def __init__(
@@ -103,13 +124,24 @@ class ImageProcessor:
         min_image_size: int = 378,
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
+        tile_size: int | None = None,
     ) -> None:
         if patch_size <= 0:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
-        check_image_sizes(min_image_size, max_image_size)
+        if tile_size is None:  # tiling does not use min_image_size
+            check_image_sizes(min_image_size, max_image_size)
         check_fraction("upscale_probability", upscale_probability)
         if max_upscale < 1.0:
             raise ValueError(f"max_upscale must be >= 1, got {max_upscale}")
+        if tile_size is not None:
+            if tile_size <= 0 or tile_size % patch_size:
+                raise ValueError(f"tile_size={tile_size} must be a positive multiple of patch_size={patch_size}")
+            if upscale_probability > 0:
+                raise ValueError(
+                    f"upscale_probability={upscale_probability} with tile_size={tile_size}: tiling resizes every "
+                    "image to max_image_size, so upscaling would change nothing; set it to 0"
+                )
+        self.tile_size = tile_size
         self.patch_size = patch_size
         self.mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
@@ -119,9 +151,31 @@ class ImageProcessor:
         self.max_upscale = max_upscale
 
     def output_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
-        """The processed ``(height, width)`` of a ``height x width`` image (after an optional upscale)."""
-        return target_size(
-            round(height * scale), round(width * scale), self.patch_size, self.max_image_size, self.min_image_size
+        """The processed ``(height, width)`` of a ``height x width`` image (after an optional upscale).
+
+        With ``tile_size``: one tile, the size of every view.
+        """
+        views = self.plan(height, width, scale=scale)
+        return views.height, views.width
+
+    def plan(self, height: int, width: int, split_images: bool = False, scale: float = 1.0) -> ImageViews:
+        """The views a ``height x width`` image gives (sizes from its header: nothing is decoded).
+
+        Args:
+            height: Original height.
+            width: Original width.
+            split_images: Split into crops + the whole image: the 4 quadrants, or with ``tile_size`` the tile grid.
+            scale: Upscaling factor drawn for this image (:meth:`draw_scale`).
+        """
+        return plan_views(
+            height,
+            width,
+            self.patch_size,
+            self.max_image_size,
+            self.min_image_size,
+            split_images,
+            scale,
+            self.tile_size,
         )
 
     def __call__(self, image: ImageInput, rng: random.Random | None = None) -> torch.Tensor:
@@ -135,9 +189,11 @@ class ImageProcessor:
         return 1.0
 
     @staticmethod
-    def decode_size(height: int, width: int, split_images: bool) -> tuple[int, int]:
-        """The size an image must be decoded at for views of ``height x width`` (crops of a split: twice that)."""
-        return (2 * height, 2 * width) if split_images else (height, width)
+    def decode_size(views: ImageViews) -> tuple[int, int]:
+        """The size an image must be decoded at for ``views`` (crops of a split: the grid of them)."""
+        if views.tiles is not None:
+            return views.tiles.height, views.tiles.width
+        return max(views.rows, 1) * views.height, max(views.cols, 1) * views.width
 
     def process(
         self,
@@ -147,40 +203,51 @@ class ImageProcessor:
         *,
         split: bool | None = None,
     ) -> list[torch.Tensor]:
-        """Process one image, optionally split into 4 crops + the original (paper section 3.4, Finding 6).
+        """Process one image, optionally split into crops + the original (paper section 3.4, Finding 6).
 
         Args:
             image: A PIL image, an ``EncodedImage`` or an image file path (decoded at the size needed).
-            split_images: Return the four quadrant crops (row-major) followed by the whole image, every crop
-                resized to the whole image's processed size, as the paper describes.
+            split_images: Return the crops (row-major) followed by the whole image: the four quadrants, each resized
+                to the whole image's processed size, as the paper describes; with ``tile_size`` the tile grid.
             rng: Random source for training-time upscaling; ``None`` disables it.
             split: Deprecated name of ``split_images``.
 
         Returns:
-            One ``[3, H, W]`` tensor, or five of the same size when ``split``.
+            One ``[3, H, W]`` tensor, or ``rows * cols + 1`` of the same size when split.
 
         Raises:
             FileNotFoundError: If a file does not exist (the message names it).
             ValueError: If the image cannot be decoded or oriented (the message names the file).
         """
         split_images = renamed_argument("ImageProcessor.process", "split", split, "split_images", split_images, False)
+        return self.process_views(image, split_images, rng)[1]
+
+    def process_views(
+        self, image: ImageInput, split_images: bool = False, rng: random.Random | None = None
+    ) -> tuple[ImageViews, list[torch.Tensor]]:
+        """:meth:`process`, also returning the :class:`ImageViews` (how the image was split)."""
         image = encoded(image)
         name = image.where if isinstance(image, EncodedImage) else "image"
         try:
             size = image_size(image)
         except Exception as err:  # EXIF data Pillow cannot parse
             raise ValueError(f"cannot read image {name}: {type(err).__name__}: {err}") from err
-        height, width = self.output_size(*size, self.draw_scale(rng))
+        views = self.plan(*size, split_images, self.draw_scale(rng))
         try:
-            decoded = decode_image(image, self.decode_size(height, width, split_images), where=name)
+            decoded = decode_image(image, self.decode_size(views), where=name)
         except BadSample as bad:
             raise ValueError(f"cannot read image {name}: {bad.detail}") from bad
-        return self.views(decoded, height, width, split_images)
+        return views, self.views(decoded, views)
 
-    def views(self, image: Image.Image, height: int, width: int, split_images: bool = False) -> list[torch.Tensor]:
-        """Tensors ``[3, height, width]`` of an RGB image: itself, or its 4 crops then itself when ``split_images``."""
-        views = split_image(image) + [image] if split_images else [image]
-        return [self._to_tensor(view, height, width) for view in views]
+    def views(self, image: Image.Image, views: ImageViews) -> list[torch.Tensor]:
+        """Tensors ``[3, views.height, views.width]`` of an RGB image: itself, or its crops then itself."""
+        if views.tiles is not None:
+            crops = tile_views(image, views.tiles, views.height, Image.Resampling.BICUBIC)
+        elif views.rows:
+            crops = split_image(image, views.rows, views.cols) + [image]
+        else:
+            crops = [image]
+        return [self._to_tensor(view, views.height, views.width) for view in crops]
 
     def _to_tensor(self, image: Image.Image, height: int, width: int) -> torch.Tensor:
         if (height, width) != (image.height, image.width):

@@ -109,9 +109,10 @@ class MixtureDataModule(L.LightningDataModule):
         upscale_probability: Chance that a training image is randomly scaled up first.
         crop_markers: Mark the crops of split images (the sources' ``image_splitting``) with
             ``<row_i_col_j>``/``<global-img>`` (Idefics3's layout); ``False``: Idefics2's layout (five plain image
-            blocks in a row, what ``vlmkit export-idefics2 --image_splitting`` and Idefics2's processor give).
-            ``None``: markers for vlmkit's own text layout, none for a model imported with its checkpoint's chat
-            template (whose text, including the split layout, is then transformers' processor's).
+            blocks in a row, what ``vlmkit export-idefics2 --split_images`` and Idefics2's processor give).
+            ``None``: markers for vlmkit's own text layout and for a tiling model (``tile_size``: Idefics3, SmolVLM),
+            none for a model imported with its checkpoint's chat template without tiling (Idefics2), whose text,
+            including the split layout, is then transformers' processor's.
         max_bad_fraction: Stop with an error once more than this fraction of read samples was skipped.
         min_samples_for_bad_fraction: Samples to read before ``max_bad_fraction`` is enforced.
         log_every_n_batches: Log the counters (``data/<source>/<reason>``, ``data/<source>/share``) this often.

@@ -25,6 +25,8 @@ from vlmkit.data.truncation import Truncation, image_runs, truncate, unsplit_ima
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from vlmkit.text.checkpoint_template import ProcessorRules
+
 __all__ = ["SampleRenderer", "Truncation", "draw_image_splitting", "image_runs", "truncate", "unsplit_image_spans"]
 
 
@@ -58,6 +60,8 @@ class SampleRenderer:
             layout); ``False``: Idefics2's layout (five plain image blocks in a row).
         chat_template: A checkpoint's Jinja chat template (an imported model's): its text, token for token as
             transformers' processor renders it; ``None``: vlmkit's layout.
+        processor_rules: Whose processor's string rules expand the template's images (``"idefics2"``, or
+            ``"idefics3"`` for Idefics3/SmolVLM; see :class:`~vlmkit.text.ChatTemplate`).
         max_image_pixels: Skip a sample with an image that decodes to more pixels (``too_many_pixels``; a JPEG
             counts at the reduced size it decodes at); ``None``: no limit.
     """
@@ -76,6 +80,7 @@ class SampleRenderer:
         crop_markers: bool = True,
         chat_template: str | None = None,
         max_image_pixels: int | None = None,
+        processor_rules: ProcessorRules = "idefics2",
     ) -> None:
         if max_length is not None and max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
@@ -91,7 +96,9 @@ class SampleRenderer:
         self.image_splitting = image_splitting
         self.eval_image_splitting = eval_image_splitting
         self.max_image_pixels = max_image_pixels
-        processor = VLMProcessor(tokenizer, image_processor, num_image_tokens, "assistant", crop_markers, chat_template)
+        processor = VLMProcessor(
+            tokenizer, image_processor, num_image_tokens, "assistant", crop_markers, chat_template, processor_rules
+        )
         self.processors = {True: processor, False: processor.with_train_on("all")}  # by "answer only"
         self.image_token_id = processor.template.image_token_id
 
@@ -106,6 +113,7 @@ class SampleRenderer:
             max_length,
             crop_markers=template.crop_markers,
             chat_template=template.chat_template,
+            processor_rules=template.processor_rules,
             **kwargs,
         )
 

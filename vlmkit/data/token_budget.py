@@ -1,13 +1,16 @@
 """The table of what images cost (:func:`~vlmkit.model.token_budget.token_budget`), from the command line.
 
     python -m vlmkit.data.token_budget --patch-size 14 --tokens-per-image 64 --sizes 384x384 980x740
+    python -m vlmkit.data.token_budget --patch-size 16 --tile-size 512 --max-image-size 2048 --pixel-shuffle 4
 
-Idefics2 (paper section 3.4): 64 visual tokens per image, 320 when split into 4 crops + the image.
+Idefics2 (paper section 3.4): 64 visual tokens per image, 320 when split into 4 crops + the image. Idefics3 and
+SmolVLM tile instead (:mod:`vlmkit.data.tiling`): ``rows x cols`` tiles chosen from the resolution + the image.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 
 from vlmkit.model.token_budget import TokenBudget, token_budget
@@ -23,24 +26,41 @@ def _size(text: str) -> tuple[int, int]:
 def budget_table(
     sizes: Sequence[tuple[int, int]],
     patch_size: int,
-    tokens_for_patches: Callable[[int], int],
+    tokens_for_patches: Callable[[int], int] | None,
     max_image_size: int,
     min_image_size: int,
+    tile_size: int | None = None,
+    tokens_for_grid: Callable[[int, int], int] | None = None,
 ) -> str:
-    """A markdown table of the cost of each ``(height, width)`` with and without splitting."""
+    """A markdown table of the cost of each ``(height, width)`` with and without splitting (or tiling)."""
+    split_name = "tiled" if tile_size else "split"
     columns = ["image (WxH)", "processed (WxH)", "encoder patches", "visual tokens"]
-    columns += ["split: encoder patches", "split: visual tokens"]
-    lines = ["| " + " | ".join(columns) + " |", "|---|---|---:|---:|---:|---:|"]
+    if tile_size:
+        columns.append("tiles (cols x rows + 1)")
+    columns += [f"{split_name}: encoder patches", f"{split_name}: visual tokens"]
+    lines = ["| " + " | ".join(columns) + " |", "|---|---|" + "---:|" * (len(columns) - 2)]
     for height, width in sizes:
-        one, five = (
-            token_budget(height, width, patch_size, tokens_for_patches, max_image_size, min_image_size, split_images)
+        one, many = (
+            token_budget(
+                height,
+                width,
+                patch_size,
+                tokens_for_patches,
+                max_image_size,
+                min_image_size,
+                split_images,
+                tile_size,
+                tokens_for_grid,
+            )
             for split_images in (False, True)
         )
         ph, pw = one.processed_size
-        lines.append(
-            f"| {width}x{height} | {pw}x{ph} | {one.encoder_patches:,} | {one.visual_tokens:,} | "
-            f"{five.encoder_patches:,} | {five.visual_tokens:,} |"
-        )
+        cells = [f"{width}x{height}", f"{pw}x{ph}", f"{one.encoder_patches:,}", f"{one.visual_tokens:,}"]
+        if tile_size:
+            rows, cols = many.grid
+            cells.append(f"{cols} x {rows} + 1" if rows else "1 (fits one tile)")
+        cells += [f"{many.encoder_patches:,}", f"{many.visual_tokens:,}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -51,19 +71,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--tokens-per-image", type=int, default=64, help="visual tokens per view; 0 = one per patch (MLP connector)"
     )
-    parser.add_argument("--max-image-size", type=int, default=980, help="cap on the longest side")
+    parser.add_argument(
+        "--pixel-shuffle",
+        type=int,
+        default=None,
+        help="pixel-shuffle factor r instead: ceil(rows / r) * ceil(cols / r) tokens per view (SmolVLM-256M: 4)",
+    )
+    parser.add_argument("--max-image-size", type=int, default=980, help="cap on the longest side (tiling: its target)")
     parser.add_argument("--min-image-size", type=int, default=378, help="target for the shortest side")
+    parser.add_argument("--tile-size", type=int, default=None, help="tile like Idefics3 (SmolVLM-256M: 512)")
     parser.add_argument(
         "--sizes", nargs="+", default=["384x384", "640x480", "980x980", "1024x768", "1700x2200"], help="WxH sizes"
     )
     args = parser.parse_args(argv)
-    tokens = args.tokens_per_image
+    tokens, shuffle = args.tokens_per_image, args.pixel_shuffle
 
-    def per_view(patches: int) -> int:
-        return tokens if tokens > 0 else patches
+    def per_view(rows: int, cols: int) -> int:
+        if shuffle:
+            return math.ceil(rows / shuffle) * math.ceil(cols / shuffle)
+        return tokens if tokens > 0 else rows * cols
 
     sizes = [_size(s) for s in args.sizes]
-    print(budget_table(sizes, args.patch_size, per_view, args.max_image_size, args.min_image_size))
+    table = budget_table(
+        sizes, args.patch_size, None, args.max_image_size, args.min_image_size, args.tile_size, tokens_for_grid=per_view
+    )
+    print(table)
 
 
 if __name__ == "__main__":

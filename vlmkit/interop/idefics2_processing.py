@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -33,6 +33,7 @@ __all__ = [
     "checkpoint_generation_config",
     "checkpoint_stop_token_ids",
     "from_idefics2_inputs",
+    "image_inputs",
 ]
 
 IDEFICS2_CHAT_TEMPLATE = (
@@ -163,10 +164,10 @@ class Idefics2ProcessorSettings:
         return Idefics2Processor(image_processor, tokenizer, image_seq_len=image_seq_len, chat_template=chat_template)
 
 
-def checkpoint_chat_template(path_or_name: str) -> str:
+def checkpoint_chat_template(path_or_name: str, default: str = IDEFICS2_CHAT_TEMPLATE, family: str = "Idefics2") -> str:
     """The chat template ``processor.apply_chat_template`` uses for a checkpoint.
 
-    That is its processor's, else its tokenizer's, else :data:`IDEFICS2_CHAT_TEMPLATE` (logged).
+    That is its processor's, else its tokenizer's, else ``default`` (:data:`IDEFICS2_CHAT_TEMPLATE`; logged).
     """
     from transformers import AutoProcessor, AutoTokenizer
 
@@ -177,8 +178,8 @@ def checkpoint_chat_template(path_or_name: str) -> str:
             continue
         if isinstance(template, str):
             return template
-    logger.warning("%s has no chat template: rendering conversations with Idefics2's", path_or_name)
-    return IDEFICS2_CHAT_TEMPLATE
+    logger.warning("%s has no chat template: rendering conversations with %s's", path_or_name, family)
+    return default
 
 
 def checkpoint_generation_config(path_or_name: str) -> GenerationConfig | None:
@@ -227,6 +228,16 @@ def from_idefics2_inputs(
     Returns:
         ``pixel_values [n, 3, H', W']`` and ``patch_mask [n, H'/patch, W'/patch]`` for the ``n`` real images.
     """
+    return image_inputs(pixel_values, pixel_attention_mask, patch_size, partial_patches="masked")
+
+
+def image_inputs(
+    pixel_values: torch.Tensor,
+    pixel_attention_mask: torch.Tensor | None,
+    patch_size: int,
+    partial_patches: Literal["masked", "real"],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Idefics-style padded image inputs -> vlmkit's; a patch partly real is ``masked`` (Idefics2) or ``real``."""
     b, num, channels, height, width = pixel_values.shape
     pixels = pixel_values.reshape(b * num, channels, height, width)
     real_images = (pixels != 0).flatten(1).any(1)  # [b*N]
@@ -235,5 +246,7 @@ def from_idefics2_inputs(
     mask = pixel_attention_mask.reshape(b * num, height, width)[real_images].bool()  # [n, H, W]
     rows, cols = height // patch_size, width // patch_size
     mask = mask[:, : rows * patch_size, : cols * patch_size]
-    patch_mask = mask.reshape(-1, rows, patch_size, cols, patch_size).all(4).all(2)  # [n, rows, cols]
+    patches = mask.reshape(-1, rows, patch_size, cols, patch_size)  # [n, rows, p, cols, p]
+    # Idefics2: a patch is real when all its pixels are; Idefics3/SmolVLM: when any is
+    patch_mask = patches.all(4).all(2) if partial_patches == "masked" else patches.any(4).any(2)  # [n, rows, cols]
     return pixels[real_images, :, : rows * patch_size, : cols * patch_size], patch_mask

@@ -18,7 +18,7 @@ from torch import nn
 from vlmkit.checks import check_equal, host_reads_are_free
 from vlmkit.deprecation import renamed_argument
 from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
-from vlmkit.interfaces import Connector, Fusion, LanguageModel, LanguageModelOutput, VisionEncoder
+from vlmkit.interfaces import Connector, Fusion, GridConnector, LanguageModel, LanguageModelOutput, VisionEncoder
 from vlmkit.model.generation import generate
 from vlmkit.model.neftune import neftune, sample_lengths
 from vlmkit.model.token_budget import TokenBudget, token_budget
@@ -61,6 +61,10 @@ class VisionLanguageModel(nn.Module):
         stop_token_ids: Tokens that end generation by default; ``None``: ``<end_of_utterance>`` and the
             tokenizer's EOS (``import_idefics2`` passes the checkpoint's ``generation_config`` EOS list plus
             ``<end_of_utterance>``).
+        tile_size: Split images Idefics3's way (resolution-dependent grid of ``tile_size`` tiles plus the whole
+            image, crops marked ``<row_i_col_j>``/``<global-img>``; see :mod:`vlmkit.data.tiling`): processors built
+            from the model (``VLMProcessor.from_model``, the data modules) tile with it. A multiple of the encoder's
+            patch size, normally its native resolution. ``None``: the paper's split, 4 crops + the image.
 
     Example:
         >>> connector = functools.partial(PerceiverResampler, num_latents=64)
@@ -86,6 +90,7 @@ class VisionLanguageModel(nn.Module):
         gradient_checkpointing: bool = False,
         chat_template: str | None = None,
         stop_token_ids: Sequence[int] | None = None,
+        tile_size: int | None = None,
     ) -> None:
         super().__init__()
         self.vision_encoder = vision_encoder
@@ -94,6 +99,13 @@ class VisionLanguageModel(nn.Module):
         self.connector = connector if isinstance(connector, nn.Module) else connector(d_vision, d_llm)
         if self.connector.in_dim != d_vision:
             raise ValueError(f"connector in_dim={self.connector.in_dim} != vision encoder hidden_size={d_vision}")
+        self._grid_connector = isinstance(self.connector, GridConnector)  # tokens depend on the grid's shape
+        if tile_size is not None and (tile_size <= 0 or tile_size % vision_encoder.patch_size):
+            raise ValueError(
+                f"tile_size={tile_size} must be a positive multiple of the vision encoder's patch_size="
+                f"{vision_encoder.patch_size}"
+            )
+        self.tile_size = tile_size
         self.fusion = fusion if fusion is not None else FullyAutoregressiveFusion()
         self.fusion.bind(language_model, self.connector.out_dim)
         if neftune_alpha < 0:
@@ -119,7 +131,7 @@ class VisionLanguageModel(nn.Module):
         if stop_token_ids is None:
             stop_token_ids = (tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN), tokenizer.eos_token_id)
         self.stop_token_ids: tuple[int, ...] = tuple(dict.fromkeys(t for t in stop_token_ids if t is not None))
-        self._token_tables: dict[tuple[int, str], torch.Tensor] = {}  # see _check_placeholders
+        self._token_tables: dict[tuple[int, int, str], torch.Tensor] = {}  # see _check_placeholders
 
     @property
     def tokenizer(self):
@@ -157,7 +169,7 @@ class VisionLanguageModel(nn.Module):
     def num_image_tokens(self, height: int, width: int) -> int:
         """Placeholder tokens the text must hold for one processed ``height x width`` image."""
         patch = self.vision_encoder.patch_size
-        return self._tokens_for_patches((height // patch) * (width // patch))
+        return self._tokens_for_grid(height // patch, width // patch)
 
     def token_budget(
         self,
@@ -171,13 +183,21 @@ class VisionLanguageModel(nn.Module):
     ) -> TokenBudget:
         """Encoder patches and visual tokens a ``height x width`` image costs this model.
 
-        See :func:`~vlmkit.model.token_budget.token_budget`; ``split`` is the deprecated name of ``split_images``.
+        See :func:`~vlmkit.model.token_budget.token_budget`; with ``tile_size`` a split image is tiled (Idefics3's
+        grid) and ``max_image_size`` is the longest side images are resized to before tiling. ``split`` is the
+        deprecated name of ``split_images``.
         """
         owner = "VisionLanguageModel.token_budget"
         split_images = renamed_argument(owner, "split", split, "split_images", split_images, False)
-        patch_size = self.vision_encoder.patch_size
         return token_budget(
-            height, width, patch_size, self._tokens_for_patches, max_image_size, min_image_size, split_images
+            height,
+            width,
+            self.vision_encoder.patch_size,
+            max_image_size=max_image_size,
+            min_image_size=min_image_size,
+            split_images=split_images,
+            tile_size=self.tile_size,
+            tokens_for_grid=self._tokens_for_grid,
         )
 
     def encode_images(
@@ -187,11 +207,14 @@ class VisionLanguageModel(nn.Module):
 
         The encoder sees the padded 2-D grid; before the connector each image's real patches are moved to
         the front of its sequence (row-major order kept), so a connector sees exactly the sequence the
-        image gives alone, followed by padding.
+        image gives alone, followed by padding. A :class:`~vlmkit.interfaces.GridConnector` gets the padded grid
+        and its ``[n, rows, cols]`` mask instead (its tokens depend on each image's rows and columns).
         """
         features = self.vision_encoder(pixel_values, patch_mask)  # [n, p, d_vision]
         mask = None
-        if patch_mask is not None:
+        if self._grid_connector:  # the padded 2-D grid: the connector's tokens depend on each image's rows and cols
+            mask = patch_mask if patch_mask is not None else _full_grid_mask(pixel_values, self.vision_encoder)
+        elif patch_mask is not None:
             features, mask = _real_patches_first(features, patch_mask.flatten(1))  # [n, p, d_vision], [n, p]
         features = features.to(_weight_dtype(self.connector, features.dtype))  # frozen bf16 encoder, fp32 connector
         visual_tokens = self.connector(features, mask)  # [n, v, d_llm]
@@ -278,12 +301,15 @@ class VisionLanguageModel(nn.Module):
             _, _, h, w = pixel_values.shape
             patch = self.vision_encoder.patch_size
             if patch_mask is None:
-                expected = num_images * self._tokens_for_patches((h // patch) * (w // patch))
-            elif host_reads_are_free(patch_mask):
-                expected = sum(self._tokens_for_patches(int(p)) for p in patch_mask.flatten(1).sum(1).tolist())
-            else:  # the per-image patch counts stay on the device: look their token counts up there
-                table = self._token_table(patch_mask[0].numel(), patch_mask.device)  # [max patches + 1]
-                expected = table[patch_mask.flatten(1).sum(1)].sum()
+                expected = num_images * self._tokens_for_grid(h // patch, w // patch)
+            else:
+                real_rows, real_cols = patch_mask.any(2).sum(1), patch_mask.any(1).sum(1)  # [n], [n]
+                if host_reads_are_free(patch_mask):
+                    grids = zip(real_rows.tolist(), real_cols.tolist())
+                    expected = sum(self._tokens_for_grid(rows, cols) for rows, cols in grids)
+                else:  # the per-image grids stay on the device: look their token counts up there
+                    table = self._token_table(patch_mask.shape[1], patch_mask.shape[2], patch_mask.device)
+                    expected = table[real_rows, real_cols].sum()
         check_equal(
             image_token_mask.sum(),
             expected,
@@ -293,21 +319,26 @@ class VisionLanguageModel(nn.Module):
             ),
         )
 
-    def _tokens_for_patches(self, num_patches: int) -> int:
-        """Placeholder tokens for one image with ``num_patches`` real patches."""
-        return self.fusion.tokens_per_image(self.connector.num_visual_tokens(num_patches))
+    def _tokens_for_grid(self, rows: int, cols: int) -> int:
+        """Placeholder tokens for one image whose real patches form a ``rows x cols`` grid."""
+        if self._grid_connector:
+            visual = self.connector.num_grid_tokens(rows, cols)
+        else:
+            visual = self.connector.num_visual_tokens(rows * cols)
+        return self.fusion.tokens_per_image(visual)
 
-    def _token_table(self, max_patches: int, device: torch.device) -> torch.Tensor:
-        """``[max_patches + 1]`` placeholder tokens per real-patch count, on ``device`` (cached per size)."""
-        key = (max_patches, str(device))
+    def _token_table(self, max_rows: int, max_cols: int, device: torch.device) -> torch.Tensor:
+        """``[max_rows + 1, max_cols + 1]`` placeholder tokens per real grid, on ``device`` (cached per size)."""
+        key = (max_rows, max_cols, str(device))
         if key not in self._token_tables:
             counts = []
-            for num_patches in range(max_patches + 1):
-                try:
-                    counts.append(self._tokens_for_patches(num_patches))
-                except ValueError:  # more patches than the connector takes: never matches
-                    counts.append(-(2**40))
-            table = torch.tensor(counts)
+            for rows in range(max_rows + 1):
+                for cols in range(max_cols + 1):
+                    try:
+                        counts.append(self._tokens_for_grid(rows, cols))
+                    except ValueError:  # more patches than the connector takes: never matches
+                        counts.append(-(2**40))
+            table = torch.tensor(counts).reshape(max_rows + 1, max_cols + 1)
             if device.type == "cuda":
                 table = table.pin_memory()  # so the copy below does not wait for the device
             self._token_tables[key] = table.to(device, non_blocking=True)
@@ -318,13 +349,24 @@ class VisionLanguageModel(nn.Module):
 
 
 def _new_token_rows(language_model: LanguageModel, token_ids: list[int]) -> dict[str, list[int]]:
-    """Names (inside ``language_model``) of its input and output embeddings, mapped to the new tokens' rows."""
+    """Names (inside ``language_model``) of its input and output embeddings, mapped to the new tokens' rows.
+
+    A tied head is listed too: it shares the embeddings' trainable rows (:func:`~vlmkit.adapters.add_trainable_rows`),
+    so a new token's logit moves with its embedding, as it does once merged.
+    """
     layers = [language_model.get_input_embeddings()]
     output = language_model.get_output_embeddings()
-    if output is not None and output.weight is not layers[0].weight:  # untied head: its rows are new too
+    if output is not None:
         layers.append(output)
     names = {id(m): n for n, m in language_model.named_modules()}
     return {names[id(layer)]: sorted(set(token_ids)) for layer in layers if id(layer) in names}
+
+
+def _full_grid_mask(pixel_values: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
+    """``[n, H/patch, W/patch]`` all-True patch mask: every patch of every image is real."""
+    n, _, height, width = pixel_values.shape
+    patch = encoder.patch_size
+    return torch.ones(n, height // patch, width // patch, dtype=torch.bool, device=pixel_values.device)
 
 
 def _weight_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:

@@ -1,9 +1,18 @@
-"""Conversations rendered with a checkpoint's own Jinja chat template, token for token as transformers does.
+r"""Conversations rendered with a checkpoint's own Jinja chat template, token for token as transformers does.
 
 For a checkpoint such as Idefics2 the text the model was trained on is defined by transformers: the chat template
-(``processor.apply_chat_template``), then the processor's string rules (each ``<image>`` becomes its block of
-``<fake_token_around_image>``/``<image>`` tokens, adjacent blocks share their fake token, a word glued to a closing
-fake token gets a space), then one call of the tokenizer on the whole string (BOS only if the tokenizer adds it).
+(``processor.apply_chat_template``), then the processor's string rules, then one call of the tokenizer on the whole
+string (BOS only if the tokenizer adds it). The string rules are those of one of two processor families
+(:data:`ProcessorRules`):
+
+- ``"idefics2"``: each ``<image>`` becomes ``<fake_token_around_image>`` + ``<image>`` * n +
+  ``<fake_token_around_image>`` (a split image: five such blocks, or vlmkit's marked crops with ``crop_markers``),
+  adjacent blocks share their fake token, and a word glued to a closing fake token gets a space;
+- ``"idefics3"`` (Idefics3 and SmolVLM): an image becomes ``<fake_token_around_image><global-img>`` +
+  ``<image>`` * n + ``<fake_token_around_image>``, a split (tiled) image its rows of
+  ``<fake_token_around_image><row_i_col_j>`` + ``<image>`` * n, each row ending with ``\n``, then ``\n`` and the global
+  view; nothing else changes (no shared fake tokens, no spaces).
+
 This module follows exactly those steps, so the token ids are the processor's by construction, and derives the
 answer-only labels from character spans: an assistant turn's text is what rendering it adds to the generation prompt
 of the turns before it.
@@ -18,33 +27,43 @@ from typing import TYPE_CHECKING, Literal
 
 from vlmkit.text.tokenizer import FAKE_IMAGE_TOKEN, IMAGE_TOKEN
 
+ProcessorRules = Literal["idefics2", "idefics3"]
+"""Whose processor string rules expand a checkpoint template's images: Idefics2's, or Idefics3's (and SmolVLM's)."""
+
+GLOBAL_IMAGE_TOKEN = "<global-img>"
+"""Idefics3's marker of the whole image (the global view) of an image's block."""
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from vlmkit.text.template import Encoded, ImageTokens, Turn
 
-__all__ = ["encode_with_chat_template", "image_block_text"]
+__all__ = ["GLOBAL_IMAGE_TOKEN", "ProcessorRules", "encode_with_chat_template", "image_block_text"]
 
 _CLOSING_FAKE = re.compile(rf"{re.escape(FAKE_IMAGE_TOKEN)}(?=[^\s<])")
 """A fake token followed by a word: transformers' Idefics2 processor puts a space between them."""
 
 
-def image_block_text(layout: ImageTokens, crop_markers: bool) -> str:
-    """The text that stands for one image, before adjacent fake tokens are merged (Idefics2's processor's string)."""
+def image_block_text(layout: ImageTokens, crop_markers: bool, rules: ProcessorRules = "idefics2") -> str:
+    """The text that stands for one image, as the processor writes it (Idefics2: before fake tokens are merged).
+
+    ``rules="idefics3"``: Idefics3's and SmolVLM's processor (the global view marked ``<global-img>``, crops
+    ``<row_i_col_j>``); ``"idefics2"``: plain blocks, crops marked only with ``crop_markers``.
+    """
     from vlmkit.text.template import SplitImageTokens
 
     fake, image = FAKE_IMAGE_TOKEN, IMAGE_TOKEN
     if isinstance(layout, int):
-        return fake + image * layout + fake
+        return fake + (GLOBAL_IMAGE_TOKEN if rules == "idefics3" else "") + image * layout + fake
     if not isinstance(layout, SplitImageTokens):
         raise ValueError(f"image layout must be an int or a SplitImageTokens, got {layout!r}")
     views = image * layout.tokens_per_image
-    if not crop_markers:  # Idefics2: the crops then the whole image, one block each
+    if not crop_markers and rules == "idefics2":  # Idefics2: the crops then the whole image, one block each
         return (fake + views + fake) * (layout.rows * layout.cols + 1)
     block = ""  # Idefics3: <fake><row_r_col_c><image>*n per crop, rows on lines, then the global view
     for r in range(layout.rows):
         block += "".join(f"{fake}<row_{r + 1}_col_{c + 1}>{views}" for c in range(layout.cols)) + "\n"
-    return block + f"\n{fake}<global-img>{views}{fake}"
+    return block + f"\n{fake}{GLOBAL_IMAGE_TOKEN}{views}{fake}"
 
 
 def encode_with_chat_template(
@@ -55,6 +74,7 @@ def encode_with_chat_template(
     add_generation_prompt: bool,
     train_on: Literal["assistant", "all"],
     crop_markers: bool,
+    rules: ProcessorRules = "idefics2",
 ) -> Encoded:
     """Render ``turns`` with ``chat_template`` and the processor's image rules, then tokenize the whole text.
 
@@ -69,7 +89,9 @@ def encode_with_chat_template(
         add_generation_prompt: End with the template's generation prompt.
         train_on: ``"assistant"``: label each assistant turn's answer (the text its rendering adds after the
             generation prompt, trailing whitespace excluded); ``"all"``: every token outside the image blocks.
-        crop_markers: Idefics3's marked crops for split images; ``False``: Idefics2's plain blocks.
+        crop_markers: Mark the crops of split images Idefics3's way under Idefics2's rules (``"idefics3"``
+            always marks them); ``False``: Idefics2's plain blocks.
+        rules: The processor family whose string rules expand the images (:data:`ProcessorRules`).
 
     Returns:
         Token ids, labels and image block spans, as :meth:`ChatTemplate.encode <vlmkit.text.ChatTemplate.encode>`.
@@ -122,7 +144,7 @@ def encode_with_chat_template(
                 )
             regions.append((len(prompt), len(through.rstrip())))
 
-    text, block_spans, shift = _expand_images(rendered, layouts, crop_markers)
+    text, block_spans, shift = _expand_images(rendered, layouts, crop_markers, rules)
     regions = [(shift(start), shift(end)) for start, end in regions]
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: rendering a chat template needs offsets")
@@ -149,8 +171,11 @@ def encode_with_chat_template(
     return Encoded(ids, labels, image_spans)
 
 
-def _expand_images(rendered: str, layouts: Sequence[ImageTokens], crop_markers: bool):
-    """Idefics2's processor string rules, applied piece by piece so the image blocks' spans are known.
+def _expand_images(rendered: str, layouts: Sequence[ImageTokens], crop_markers: bool, rules: ProcessorRules):
+    """The processor's string rules, applied piece by piece so the image blocks' spans are known.
+
+    Idefics2's merge adjacent fake tokens and space a word off a closing fake token; Idefics3's (SmolVLM's) only
+    replace each ``<image>``.
 
     Returns:
         The text, each image block's ``(start, end)`` character span in it, and the map of a character position
@@ -163,16 +188,20 @@ def _expand_images(rendered: str, layouts: Sequence[ImageTokens], crop_markers: 
             f"each image segment as one {IMAGE_TOKEN}"
         )
     fake = FAKE_IMAGE_TOKEN
-    blocks = [image_block_text(layout, crop_markers) for layout in layouts]
+    if fake in rendered:
+        raise ValueError(f"the chat template's text holds {fake} outside image blocks: {rendered!r}")
+    idefics2 = rules == "idefics2"
+    blocks = [image_block_text(layout, crop_markers, rules) for layout in layouts]
     text, spans, moves = pieces[0], [], [(0, 0)]  # moves: (start in rendered, start in text) of each piece
     position = len(pieces[0])
     for piece, block in zip(pieces[1:], blocks):
-        block = block.replace(fake * 2, fake)  # the crops of a split image share their fake tokens
-        if text.endswith(fake):  # and so do adjacent images; the shared one belongs to the first
-            block = block.removeprefix(fake)
+        if idefics2:
+            block = block.replace(fake * 2, fake)  # the crops of a split image share their fake tokens
+            if text.endswith(fake):  # and so do adjacent images; the shared one belongs to the first
+                block = block.removeprefix(fake)
         spans.append((len(text), len(text) + len(block)))
         text += block
-        if _CLOSING_FAKE.match(fake + piece[:1]):
+        if idefics2 and _CLOSING_FAKE.match(fake + piece[:1]):
             text += " "  # the processor keeps a word glued to an image block a word of its own
         position += len(IMAGE_TOKEN)
         moves.append((position, len(text)))
@@ -181,7 +210,8 @@ def _expand_images(rendered: str, layouts: Sequence[ImageTokens], crop_markers: 
 
     # the processor's own operations on the whole text, to confirm the piecewise result
     expected = "".join(piece + block for piece, block in zip(pieces, [*blocks, ""]))
-    expected = _CLOSING_FAKE.sub(fake + " ", expected.replace(fake * 2, fake))
+    if idefics2:
+        expected = _CLOSING_FAKE.sub(fake + " ", expected.replace(fake * 2, fake))
     if text != expected:
         raise ValueError(f"the chat template's text holds {fake} outside image blocks: {rendered!r}")
     move_starts = [start for start, _ in moves]

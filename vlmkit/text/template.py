@@ -19,6 +19,8 @@ from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, FAKE_IMAGE_TOKEN, IMAG
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from vlmkit.text.checkpoint_template import ProcessorRules
+
 IGNORE_INDEX = -100
 """Label value excluded from the loss (PyTorch's cross-entropy default)."""
 
@@ -46,7 +48,7 @@ class SplitImageTokens:
 
     Attributes:
         tokens_per_image: Placeholders for each of the ``rows * cols + 1`` views.
-        rows: Crop rows.
+        rows: Crop rows (2 for the paper's 4 quadrants; with tiling, chosen from the image's resolution).
         cols: Crop columns.
     """
 
@@ -105,6 +107,12 @@ class ChatTemplate:
             ``False`` gives Idefics2's layout (five plain image blocks in a row).
         chat_template: A checkpoint's Jinja chat template (``VisionLanguageModel.chat_template`` of an imported
             model); ``None``: vlmkit's layout. Needs a fast tokenizer.
+        processor_rules: With ``chat_template``, whose processor expands the images: ``"idefics2"`` (plain blocks,
+            shared fake tokens, a space after a closing block) or ``"idefics3"`` (Idefics3 and SmolVLM: every
+            image marked ``<global-img>``, crops ``<row_i_col_j>``, nothing shared; needs ``crop_markers``).
+
+    Raises:
+        ValueError: If the tokenizer lacks the image tokens, or ``"idefics3"`` rules come without crop markers.
     """
 
     prefixes: Mapping[str, str] = {"system": "System:", "user": "User:", "assistant": "Assistant:", "text": ""}
@@ -117,12 +125,18 @@ class ChatTemplate:
         train_on: Literal["assistant", "all"] = "assistant",
         crop_markers: bool = True,
         chat_template: str | None = None,
+        processor_rules: ProcessorRules = "idefics2",
     ) -> None:
+        if processor_rules not in ("idefics2", "idefics3"):
+            raise ValueError(f"processor_rules must be 'idefics2' or 'idefics3', got {processor_rules!r}")
+        if processor_rules == "idefics3" and not crop_markers:
+            raise ValueError("processor_rules='idefics3' marks every crop (Idefics3's processor): crop_markers=False")
         self.tokenizer = tokenizer
         self.add_bos = add_bos
         self.train_on = train_on
         self.crop_markers = crop_markers
         self.chat_template = chat_template
+        self.processor_rules = processor_rules
         ids = tokenizer.convert_tokens_to_ids([IMAGE_TOKEN, FAKE_IMAGE_TOKEN, END_OF_UTTERANCE_TOKEN])
         if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
             raise ValueError("tokenizer lacks the VLM special tokens; load it with vlmkit.text.load_tokenizer")
@@ -164,6 +178,7 @@ class ChatTemplate:
                 add_generation_prompt,
                 self.train_on,
                 self.crop_markers,
+                self.processor_rules,
             )
         ids: list[int] = []
         labels: list[int] = []

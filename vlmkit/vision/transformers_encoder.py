@@ -1,4 +1,4 @@
-"""Vision encoders from ``transformers``: SigLIP, CLIP and Idefics2's vision tower, at any resolution.
+"""Vision encoders from ``transformers``: SigLIP, CLIP and the Idefics2/Idefics3/SmolVLM towers, at any resolution.
 
 The backbone's own modules are reused (patch embedding, layers, norms) but the forward pass is ours, so every family
 gets the same two things Idefics2 needs (Sec. 3.3): per-image positions computed on the image's own patch grid
@@ -21,6 +21,8 @@ from torch.nn.attention.flex_attention import BlockMask
 from transformers import AutoConfig, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
+from transformers.models.idefics3.modeling_idefics3 import Idefics3VisionTransformer
+from transformers.models.smolvlm.modeling_smolvlm import SmolVLMVisionTransformer
 from transformers.utils import cached_file
 from transformers.utils.constants import (
     IMAGENET_STANDARD_MEAN,
@@ -53,9 +55,15 @@ _FAMILIES: dict[str, tuple[type[PreTrainedModel], tuple[list[float], list[float]
     "clip_vision_model": (CLIPVisionModel, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)),
     "clip": (CLIPVisionModel, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)),
     "idefics2_vision": (Idefics2VisionTransformer, (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)),
+    "idefics3_vision": (Idefics3VisionTransformer, (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)),
+    "smolvlm_vision": (SmolVLMVisionTransformer, (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)),
 }
 # the scheme each family's pretrained position table was trained with
-_NATIVE_POSITIONS: dict[str, PositionEmbedding] = {"idefics2_vision": "bucket"}
+_NATIVE_POSITIONS: dict[str, PositionEmbedding] = {
+    "idefics2_vision": "bucket",
+    "idefics3_vision": "bucket",
+    "smolvlm_vision": "bucket",
+}
 _CLS_TOKEN_TYPES = ("clip", "clip_vision_model")
 
 
@@ -80,7 +88,8 @@ class TransformersVisionEncoder(nn.Module):
 
     Args:
         name_or_path: A hub id or local directory of a checkpoint (``siglip``, ``siglip_vision_model``, ``clip``,
-            ``clip_vision_model`` or ``idefics2_vision``; full SigLIP/CLIP checkpoints give their vision tower).
+            ``clip_vision_model``, ``idefics2_vision``, ``idefics3_vision`` or ``smolvlm_vision``; full SigLIP/CLIP
+            checkpoints give their vision tower).
         config: Instead of a checkpoint, a config dict with a ``model_type`` key, e.g.
             ``{"model_type": "siglip_vision_model", "hidden_size": 64, ...}``; weights are randomly initialised.
         torch_dtype: Parameter dtype name (``"bfloat16"``, ``"float32"``, ... or ``"auto"`` for the checkpoint's).
@@ -89,7 +98,7 @@ class TransformersVisionEncoder(nn.Module):
         position_embedding: How a grid other than the pretrained square one gets positions: ``"interpolate"``
             (bicubic resampling of the pretrained table, as the Idefics2 paper describes) or ``"bucket"``
             (Idefics2's fractional-coordinate buckets, as its released vision tower uses). None picks the family's
-            own scheme: ``"bucket"`` for ``idefics2_vision``, ``"interpolate"`` otherwise.
+            own scheme: ``"bucket"`` for the Idefics2/Idefics3/SmolVLM towers, ``"interpolate"`` otherwise.
         feature_layer: Which hidden state to return, indexed like transformers' ``hidden_states`` (0 = embeddings,
             ``i`` = output of layer ``i``): -1 is the last layer *with* the post-layernorm applied, any other index
             that entry without it (e.g. -2 for LLaVA's penultimate layer). Layers after it are not run.
