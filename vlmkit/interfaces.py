@@ -10,7 +10,8 @@ trains it.
 Capabilities are declared, never inferred from a part's class: ``supports_packing`` (sequence packing of several
 samples per row), ``block_class`` (the repeated block that LoRA targets, activation checkpointing and FSDP units are
 derived from; ``None`` for a part without one), ``quantization`` (the part's weights are 4-/8-bit: it cannot be
-trained in full).
+trained in full). A connector whose tokens depend on the grid's shape says so by satisfying :class:`GridConnector`
+(it has ``num_grid_tokens``).
 
 Shapes use ``n`` for the number of images in a batch (images of all samples stacked), ``p`` for patches per image,
 ``v`` for visual tokens per image, ``b`` for text batch size and ``s`` for text length.

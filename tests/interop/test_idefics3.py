@@ -341,7 +341,9 @@ def test_qlora_import_quantizes_like_transformers_trains_adapters_and_exports(tm
     with pytest.raises(
         ValueError, match="quantized weights cannot be trained"
     ):  # what train_language_model="full" runs
-        apply_trainability(vlm.language_model, "full", "train_language_model")
+        apply_trainability(
+            vlm.language_model, "full", "train_language_model", quantization=vlm.language_model.quantization
+        )
 
     processor = AutoProcessor.from_pretrained(tmp_path / "source")
     sample = Idefics3ProcessorSettings.from_pretrained(str(tmp_path / "source")).vlm_processor(vlm)(

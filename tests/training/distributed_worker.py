@@ -274,7 +274,7 @@ def generate_in_lockstep(out: Path) -> None:
     for lag in (0, 1):  # 1: the host reads the device one step late, as on CUDA
         vlm = build_tiny_vlm().eval()
         FullyShard().apply(vlm, vlm.block_classes(), init_device_mesh("cpu", (2,)))
-        with mock.patch("vlmkit.model.host_lag", lambda device, lag=lag: lag):
+        with mock.patch("vlmkit.model.generation.host_lag", lambda device, lag=lag: lag):
             first = vlm.generate(torch.tensor(PROMPT), max_new_tokens=6, stop_token_ids=range(512) if rank == 0 else [])
             second = vlm.generate(torch.tensor(PROMPT), max_new_tokens=6, stop_token_ids=[])
         results[lag] = [first.tolist(), second.tolist()]

@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlmkit.cli.lightning_cli import build_cli
+from vlmkit.cli.recipe import add_checkpoint_arguments, recipe_cli
 from vlmkit.export import export
-from vlmkit.training.safe_loading import existing_checkpoint
 
 
 def main(args: list[str] | None = None) -> Path:
@@ -20,18 +19,10 @@ def main(args: list[str] | None = None) -> Path:
         description="Export a trained vlmkit model: adapters merged into plain safetensors weights, or adapters only. "
         "All other arguments (--config, --model.*) are the recipe's, as given to `vlmkit fit`.",
     )
-    parser.add_argument("--ckpt_path", required=True, help="Lightning checkpoint file or sharded checkpoint folder")
-    parser.add_argument("--output_dir", required=True, help="folder for model.safetensors / trainable.safetensors")
+    add_checkpoint_arguments(parser, "folder for model.safetensors / trainable.safetensors", ckpt_required=True)
     parser.add_argument("--adapters_only", action="store_true", help="save only trainable parameters (no merge)")
-    parser.add_argument(
-        "--trust_checkpoint",
-        action="store_true",
-        help="unpickle the checkpoint in full (weights_only=False): runs any code it holds; only for files you trust",
-    )
     known, recipe_args = parser.parse_known_args(args)
-
-    existing_checkpoint(known.ckpt_path)  # fail before building the model
-    cli = build_cli([*recipe_args, "--trainer.logger", "false"], run=False)
+    cli = recipe_cli(recipe_args, known.ckpt_path)
     path = export(cli.model.vlm, known.ckpt_path, known.output_dir, known.adapters_only, known.trust_checkpoint)
     cli.parser.save(cli.config, str(Path(known.output_dir) / "recipe.yaml"), overwrite=True, skip_check=True)
     print(f"wrote {path}")

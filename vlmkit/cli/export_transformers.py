@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlmkit.cli.lightning_cli import build_cli
+from vlmkit.cli.recipe import add_checkpoint_arguments, trained_model
 from vlmkit.deprecation import warn_deprecated
 from vlmkit.interop.idefics2 import export_idefics2
 from vlmkit.interop.idefics2_processing import Idefics2ProcessorSettings
 from vlmkit.interop.idefics3 import export_idefics3
 from vlmkit.interop.idefics3_processing import Idefics3ProcessorSettings
-from vlmkit.training.checkpoints import load_model_weights
-from vlmkit.training.safe_loading import existing_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Idefics2Processor, tokenizer; adapters merged). All other arguments (--config, --model.*) are the "
         "recipe's, as given to `vlmkit fit`.",
     )
-    parser.add_argument("--ckpt_path", help="Lightning checkpoint file or sharded folder (omit: the recipe's weights)")
-    parser.add_argument("--output_dir", required=True, help="folder for the transformers checkpoint")
+    add_checkpoint_arguments(parser, "folder for the transformers checkpoint")
     parser.add_argument("--max_image_size", type=int, default=980, help="processor longest_edge (default 980)")
     parser.add_argument("--min_image_size", type=int, default=378, help="processor shortest_edge (default 378)")
     parser.add_argument("--split_images", action="store_true", help="processor do_image_splitting=True")
     parser.add_argument("--image_splitting", action="store_true", help=argparse.SUPPRESS)  # deprecated: --split_images
-    _common_arguments(parser)
     return parser
 
 
@@ -52,8 +48,7 @@ def build_idefics3_parser() -> argparse.ArgumentParser:
         "safetensors, Idefics3Processor/SmolVLMProcessor, tokenizer; adapters merged). All other arguments "
         "(--config, --model.*) are the recipe's, as given to `vlmkit fit`.",
     )
-    parser.add_argument("--ckpt_path", help="Lightning checkpoint file or sharded folder (omit: the recipe's weights)")
-    parser.add_argument("--output_dir", required=True, help="folder for the transformers checkpoint")
+    add_checkpoint_arguments(parser, "folder for the transformers checkpoint")
     parser.add_argument(
         "--family",
         choices=["idefics3", "smolvlm"],
@@ -65,16 +60,7 @@ def build_idefics3_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_image_size", type=int, help="processor size longest_edge (default: 4 tiles)")
     parser.add_argument("--no_split_images", action="store_true", help="processor do_image_splitting=False")
     parser.add_argument("--no_image_splitting", action="store_true", help=argparse.SUPPRESS)  # deprecated name
-    _common_arguments(parser)
     return parser
-
-
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--trust_checkpoint",
-        action="store_true",
-        help="unpickle the checkpoint in full (weights_only=False): runs any code it holds; only for files you trust",
-    )
 
 
 def main(args: list[str] | None = None) -> Path:
@@ -88,7 +74,7 @@ def main(args: list[str] | None = None) -> Path:
     options, recipe_args = build_parser().parse_known_args(args)
     if options.image_splitting:
         warn_deprecated("vlmkit export-idefics2 --image_splitting is now --split_images", stacklevel=2)
-    vlm = _trained_model(options, recipe_args, "export-idefics2")
+    vlm = trained_model(options, recipe_args, "export-idefics2")
     settings = Idefics2ProcessorSettings(
         max_image_size=options.max_image_size,
         min_image_size=options.min_image_size,
@@ -112,7 +98,7 @@ def main_idefics3(args: list[str] | None = None) -> Path:
     options, recipe_args = build_idefics3_parser().parse_known_args(args)
     if options.no_image_splitting:
         warn_deprecated("vlmkit export-idefics3 --no_image_splitting is now --no_split_images", stacklevel=2)
-    vlm = _trained_model(options, recipe_args, "export-idefics3")
+    vlm = trained_model(options, recipe_args, "export-idefics3")
     tile = options.tile_size or vlm.tile_size or vlm.vision_encoder.backbone.config.image_size
     settings = Idefics3ProcessorSettings(
         family=options.family,
@@ -125,18 +111,6 @@ def main_idefics3(args: list[str] | None = None) -> Path:
     export_idefics3(vlm, options.output_dir, settings)
     print(f"wrote a transformers {options.family} checkpoint to {options.output_dir}")
     return Path(options.output_dir)
-
-
-def _trained_model(options: argparse.Namespace, recipe_args: list[str], command: str):
-    """The recipe's model with the checkpoint's weights (checked to exist before the model is built)."""
-    if options.ckpt_path is not None:
-        existing_checkpoint(options.ckpt_path)  # fail before building the model
-    cli = build_cli([*recipe_args, "--trainer.logger", "false"], run=False)
-    vlm = cli.model.vlm
-    if options.ckpt_path is not None:
-        opt_in = f"pass --trust_checkpoint to `vlmkit {command}`"
-        load_model_weights(vlm, options.ckpt_path, trust=options.trust_checkpoint, opt_in=opt_in)
-    return vlm
 
 
 if __name__ == "__main__":
