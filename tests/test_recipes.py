@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Real-scale recipes name hub checkpoints (SigLIP-SO400M, Mistral-7B, Idefics2-8B): tests/test_recipes_idefics2.py
 # instantiates them at full size on the `meta` device instead.
 REAL_SCALE = sorted([*(ROOT / "recipes/idefics2").glob("*.yaml"), ROOT / "recipes/finetune/qlora_1gpu.yaml"])
-RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p not in REAL_SCALE)
+# recipes/ablations/ holds ablation specs (`vlmkit ablate`) and their fragments, which load the toy pretrained
+# backbones: tests/ablate/test_recipes_ablations.py instantiates every arm of every ablation instead.
+ABLATIONS = ROOT / "recipes" / "ablations"
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p not in REAL_SCALE and ABLATIONS not in p.parents)
 
 
 def launch_command(recipe: Path) -> list[str]:

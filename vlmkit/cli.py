@@ -16,7 +16,8 @@ DESCRIPTION = (
     "vlmkit: build, train and evaluate vision-language models from swappable parts "
     "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml. "
     "Also: `vlmkit data synth|build` (webdataset shards), `vlmkit export` (merged weights or adapters), "
-    "`vlmkit export-idefics2` (a transformers Idefics2 checkpoint); each has its own --help."
+    "`vlmkit export-idefics2` (a transformers Idefics2 checkpoint), `vlmkit ablate` (the paper's ablations at toy "
+    "scale); each has its own --help."
 )
 
 
@@ -46,6 +47,10 @@ def main(args: list[str] | None = None) -> None:
 
         export_main(argv[1:])
         return
+    if argv[:1] == ["ablate"]:
+        from vlmkit.ablate.cli import main as ablate_main
+
+        sys.exit(ablate_main(argv[1:]))
     if argv[:1] == ["export-idefics2"]:
         from vlmkit.interop.cli import main as export_idefics2_main
 

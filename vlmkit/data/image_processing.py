@@ -2,8 +2,9 @@
 
 Images keep their aspect ratio: the longest side is capped at ``max_image_size``,
 the shortest is raised towards ``min_image_size``, and both sides are rounded to
-a multiple of the encoder's patch size. Any PIL mode (grayscale, RGBA, palette,
-CMYK, 16-bit) and EXIF orientation become a plain RGB tensor.
+a multiple of the encoder's patch size. ``resize_mode="square"`` instead resizes every
+image to ``max_image_size`` x ``max_image_size`` (the paper's Table 5 baseline). Any PIL mode
+(grayscale, RGBA, palette, CMYK, 16-bit) and EXIF orientation become a plain RGB tensor.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from os import PathLike
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -18,6 +20,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageInput = Image.Image | str | PathLike
 """A PIL image, or the path of an image file."""
+
+ResizeMode = Literal["preserve_aspect", "square"]
+"""``preserve_aspect``: keep each image's aspect ratio and (bounded) resolution (Idefics2); ``square``: resize
+every image to ``max_image_size`` x ``max_image_size``, as encoders pretrained on fixed-size squares expect."""
 
 
 def load_image(image: ImageInput) -> Image.Image:
@@ -87,6 +93,9 @@ class ImageProcessor:
             ``[1, max_upscale]`` (paper sections 4.1-4.2: "we randomly scale up images"); needs an ``rng``
             at call time, so evaluation (no ``rng``) is never augmented.
         max_upscale: Largest random upscaling factor (the ``max_image_size`` cap still applies).
+        resize_mode: ``"preserve_aspect"`` (default) or ``"square"``: every image (and every crop of a split
+            image) becomes ``max_image_size`` x ``max_image_size`` (rounded down to the patch size), whatever its
+            aspect ratio (paper Table 5, "Square images"); random upscaling then changes nothing.
     """
 
     def __init__(
@@ -98,6 +107,7 @@ class ImageProcessor:
         min_image_size: int = 378,
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
+        resize_mode: ResizeMode = "preserve_aspect",
     ) -> None:
         if patch_size <= 0:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
@@ -107,6 +117,8 @@ class ImageProcessor:
             raise ValueError(f"upscale_probability must be in [0, 1], got {upscale_probability}")
         if max_upscale < 1.0:
             raise ValueError(f"max_upscale must be >= 1, got {max_upscale}")
+        if resize_mode not in get_args(ResizeMode):
+            raise ValueError(f"resize_mode must be one of {get_args(ResizeMode)}, got {resize_mode!r}")
         self.patch_size = patch_size
         self.mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
@@ -114,9 +126,13 @@ class ImageProcessor:
         self.min_image_size = min_image_size
         self.upscale_probability = upscale_probability
         self.max_upscale = max_upscale
+        self.resize_mode = resize_mode
 
     def output_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
         """The processed ``(height, width)`` of a ``height x width`` image (after an optional upscale)."""
+        if self.resize_mode == "square":
+            side = max(self.patch_size, self.max_image_size // self.patch_size * self.patch_size)
+            return side, side
         return target_size(
             round(height * scale), round(width * scale), self.patch_size, self.max_image_size, self.min_image_size
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from vlmkit.data.image_processing import ImageInput, ImageProcessor
+from vlmkit.data.image_processing import ImageInput, ImageProcessor, ResizeMode
 from vlmkit.text.template import ChatTemplate, ImageTokens, SplitImage, Turn
 
 if TYPE_CHECKING:
@@ -57,8 +57,12 @@ class VLMProcessor:
         crop_markers: bool = True,
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
+        resize_mode: ResizeMode = "preserve_aspect",
     ) -> VLMProcessor:
-        """The processor matching ``model``'s tokenizer, encoder normalisation and token layout."""
+        """The processor matching ``model``'s tokenizer, encoder normalisation and token layout.
+
+        ``resize_mode="square"`` resizes every image to ``max_image_size`` squared (see ``ImageProcessor``).
+        """
         encoder = model.vision_encoder
         image_processor = ImageProcessor(
             encoder.patch_size,
@@ -68,6 +72,7 @@ class VLMProcessor:
             min_image_size,
             upscale_probability=upscale_probability,
             max_upscale=max_upscale,
+            resize_mode=resize_mode,
         )
         return cls(model.tokenizer, image_processor, model.num_image_tokens, train_on, crop_markers)
 

@@ -16,6 +16,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from vlmkit.data.collate import VLMCollator
+from vlmkit.data.image_processing import ResizeMode
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.data.resumable_sampler import ResumableSampler
 from vlmkit.data.synthetic import SyntheticVQADataset
@@ -98,6 +99,8 @@ class SyntheticVQADataModule(L.LightningDataModule):
             whole image (Idefics2 instruction tuning: 0.5).
         eval_image_splitting: Split every image in validation, test and predict.
         upscale_probability: Chance that a training image is randomly scaled up first.
+        resize_mode: ``"preserve_aspect"`` (Idefics2) or ``"square"``: every image resized to
+            ``max_image_size`` squared, whatever its aspect ratio (paper Table 5's baseline).
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
         image_splitting: float = 0.0,
         eval_image_splitting: bool = False,
         upscale_probability: float = 0.0,
+        resize_mode: ResizeMode = "preserve_aspect",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -141,6 +145,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
             max_image_size=hp.max_image_size,
             min_image_size=hp.min_image_size,
             upscale_probability=hp.upscale_probability,
+            resize_mode=hp.resize_mode,
         )
         self.patch_size = model.vision_encoder.patch_size
 
