@@ -23,6 +23,7 @@ arms:
 metrics:
   - {key: "eval:val/accuracy", label: accuracy}
   - {key: "fit:divergence/events", label: divergences, higher_is_better: false}
+baseline: {key: "eval:val/majority_baseline", label: majority answer}
 comparisons:
   - {arm: b, reference: a, expect: better}
 cost: ["fit:cost/forward_gflops"]
@@ -72,6 +73,7 @@ class FakeVlmkit:
         accuracy = 0.5 + 0.1 * (steps == "3") + 0.01 * seed
         metrics = {
             "val/accuracy": accuracy,
+            "val/majority_baseline": 0.4,
             "divergence/events": float(status == "diverged"),
             "cost/forward_gflops": 0.1,
         }

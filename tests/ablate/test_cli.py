@@ -56,7 +56,7 @@ def test_a_real_ablation_in_smoke_mode_end_to_end(tmp_path):
     """Prepare the backbones, run every arm x 2 seeds as real `vlmkit fit` processes, report, rerun, rebuild."""
     out = tmp_path / "out"
     spec = "recipes/ablations/modality_projection.yaml"
-    first = _ablate("--config", spec, "--smoke", "--output", str(out))
+    first = _ablate("--config", spec, "--smoke", "--output", str(out), "--jobs", "1")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "preparing the toy pretrained backbones" in first.stdout
     assert json.loads((out / "_pretrained" / "manifest.json").read_text())["lm"]["steps"] == 4

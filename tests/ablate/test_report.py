@@ -34,6 +34,7 @@ def test_report_has_means_paired_differences_and_a_verdict_beside_the_paper(tiny
     assert "| Arm A | 50.0 | 0.510 ± 0.010 (3) |" in text
     assert "| Arm B vs Arm A | accuracy | 55 vs 50 (+5) | better | +0.100 ± 0.000 (3)" in text
     assert "**agrees**" in text and "Verdict rule" in text
+    assert data["baseline"]["mean"] == pytest.approx(0.4) and "accuracy of the majority answer: 0.400." in text
 
 
 def test_a_failed_arm_is_listed_and_left_out_of_every_mean(tiny_spec, tmp_path, fake_vlmkit):

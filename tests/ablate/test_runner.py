@@ -122,3 +122,77 @@ def test_a_run_whose_command_changed_is_stale_and_rerun(tiny_spec, tmp_path, fak
     fake_vlmkit.calls.clear()
     assert run_task(changed, tmp_path / "pre", launch=fake_vlmkit).status == "finished"
     assert len(fake_vlmkit.calls) == 2
+
+
+def test_an_interrupted_sweep_stops_its_stages_and_leaves_runs_partial_not_failed(tiny_spec, tmp_path, fake_vlmkit):
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    tasks = _tasks(tiny_spec, tmp_path)
+
+    def launch(argv, log, env):
+        if len(fake_vlmkit.calls) == 2:  # Ctrl-C during the second run: the signal reaches the main thread
+            fake_vlmkit.calls.append(argv)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+            return -2  # the stage process dies of the SIGINT
+        return fake_vlmkit(argv, log, env)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(tasks, tmp_path / "pre", echo=lambda _: None, launch=launch)
+    assert task_status(tasks[0], tmp_path / "pre") == "finished"
+    assert task_status(tasks[1], tmp_path / "pre") == "partial"
+    assert task_status(tasks[2], tmp_path / "pre") == "pending"  # never started
+
+
+def test_stop_active_interrupts_running_stage_processes(tmp_path):
+    import sys
+    import threading
+    import time
+
+    from vlmkit.ablate import runner
+
+    codes = []
+    argv = [sys.executable, "-c", "import time; time.sleep(120)"]
+    thread = threading.Thread(target=lambda: codes.append(runner._launch(argv, tmp_path / "log.txt", {})))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not runner._ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner._ACTIVE, "the stage process did not start"
+    started = time.monotonic()
+    runner._stop_active(timeout=5)
+    thread.join(10)
+    assert codes and codes[0] != 0 and time.monotonic() - started < 8
+    assert not runner._ACTIVE and "$ " in (tmp_path / "log.txt").read_text()
+
+
+def test_a_missing_checkpoint_of_an_earlier_stage_fails_the_run_with_a_message(tiny_spec, tmp_path, fake_vlmkit):
+    task = _tasks(tiny_spec, tmp_path)[0]
+
+    def launch(argv, log, env):
+        code = fake_vlmkit(argv, log, env)
+        record = task.run_dir / "fit" / "metrics.json"
+        record.write_text(json.dumps({**json.loads(record.read_text()), "checkpoint": None}))
+        return code
+
+    result = run_task(task, tmp_path / "pre", launch=launch)
+    assert result.status == "failed" and "stage 'fit' recorded no checkpoint" in result.message
+    assert json.loads((task.run_dir / "failed.json").read_text())["stage"] == "eval"
+
+
+def test_rebuilt_backbones_make_finished_runs_stale_but_moving_folders_does_not(tiny_spec, tmp_path, fake_vlmkit):
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    (pre / "manifest.json").write_text(json.dumps({"settings": {"lm_steps": 1000}}))
+    task = _tasks(tiny_spec, tmp_path)[0]
+    run_task(task, pre, launch=fake_vlmkit)
+    assert task_status(task, pre) == "finished"
+    moved = tmp_path / "moved"
+    pre.rename(moved)
+    assert task_status(task, moved) == "finished"  # same backbones, another folder
+    (moved / "manifest.json").write_text(json.dumps({"settings": {"lm_steps": 4000}}))
+    assert task_status(task, moved) == "stale"

@@ -14,6 +14,8 @@ Run it from the repository root (recipes name each other by relative path).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", action="append", default=[], help="an ablation YAML (repeatable)")
     p.add_argument("--all", action="store_true", help=f"every ablation YAML in {SUITE}/")
-    p.add_argument("--smoke", action="store_true", help="a few steps per arm, 2 seeds, tiny backbones (own folder)")
+    p.add_argument(
+        "--smoke", action="store_true", help="2 steps per arm, 2 seeds, backbones pretrained for 4 steps (own folder)"
+    )
     p.add_argument("--seeds", type=_seeds, default=None, help="a count (3 -> seeds 0,1,2) or a list (0,1,2)")
     p.add_argument("--only", action="append", default=None, help="run only this arm (repeatable, or a,b)")
     p.add_argument("--output", type=Path, default=None, help=f"runs folder (default {DEFAULT_OUTPUT}, smoke "
@@ -58,7 +62,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="with --prepare: rebuild the backbones even if present")
     p.add_argument("--list-tasks", action="store_true", help="print the numbered arm x seed tasks and their status")
     p.add_argument("--task-index", type=int, default=None, help="run only task I of --list-tasks (SLURM arrays)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cpus/jobs threads); default 1")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs at a time, each with cpus/jobs threads (default: 2 on >= 2 cores: the toy models run faster as "
+        "two 1-thread processes than as one 2-thread process)",
+    )
     return p
 
 
@@ -91,6 +101,10 @@ def _check_config_files(ablation: Ablation) -> None:
                 f"{ablation.path}: config file {name!r} not found from {Path.cwd()} (run vlmkit ablate from the "
                 "repository root)"
             )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,9 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = [runner.Task(t.ablation, t.arm, t.seed, i, t.run_dir) for i, t in enumerate(tasks)]
 
     if args.list_tasks:
-        print(f"{len(tasks)} tasks (--task-index 0..{len(tasks) - 1})")
-        for task in tasks:
-            print(f"{task.index:>4}  {task.name:<48} {runner.task_status(task, pretrained, args.smoke)}")
+        try:
+            print(f"{len(tasks)} tasks (--task-index 0..{len(tasks) - 1})", flush=True)
+            for task in tasks:
+                print(f"{task.index:>4}  {task.name:<48} {runner.task_status(task, pretrained, args.smoke)}")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `--list-tasks | head -1` in a job script
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if args.task_index is not None:
         if not 0 <= args.task_index < len(tasks):
@@ -152,7 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(task.ablation.needs_pretrained() for task in tasks) and not pretrain.is_prepared(pretrained):
         print(f"preparing the toy pretrained backbones in {pretrained} (once) ...", flush=True)
         print(pretrain.describe_manifest(pretrain.prepare_backbones(pretrained, settings)), flush=True)
-    results = runner.run_sweep(tasks, pretrained, smoke=args.smoke, jobs=args.jobs)
+    jobs = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1)
+    if jobs < 1:
+        print(f"vlmkit ablate: --jobs must be >= 1, got {jobs}", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # e.g. a cluster's time limit: stop the stages cleanly
+    try:
+        results = runner.run_sweep(tasks, pretrained, smoke=args.smoke, jobs=jobs)
+    except KeyboardInterrupt:
+        print("vlmkit ablate: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     failed = [r for r in results if r.status == "failed"]
     if args.task_index is None:
         reports = []

@@ -9,7 +9,7 @@ From random init, "frozen backbones" mean nothing (paper section 3.2 freezes *pr
   from its context, which is what a VLM's connector must then feed it;
 - a SigLIP-style vision encoder pretrained on fixed-size *square* images (as SigLIP) to recognise what the questions
   ask about: a linear head per patch names the colour and shape of the object under it (or background), and linear
-  heads on the mean-pooled features count the shapes and name the written word.
+  heads on the mean-pooled features say which colours lie left or right, count the shapes and name the written word.
 
 Each is saved with ``save_pretrained`` (``lm``, ``vision``) and, for the backbone-quality ablation (paper Tables 1
 and 2), also a snapshot after a quarter of its steps (``lm_short``, ``vision_short``); ``manifest.json`` (written
@@ -83,8 +83,9 @@ class PretrainSettings:
         short_fraction: When the ``*_short`` snapshots are taken (paper Tables 1/2: a weaker backbone of the
             same size).
         batch_size: Samples per step.
-        lr: Peak learning rate (AdamW, linear warmup over 5% of the steps, then constant, so the short snapshot
-            is simply less trained).
+        lr: Peak learning rate (AdamW, linear warmup over 5% of the steps, then cosine decay to 5% of it; the
+            short snapshot is taken mid-schedule: the same run, less trained).
+        min_lr_ratio: Final learning rate as a fraction of ``lr``.
         min_size: Smallest side of the generated images.
         max_size: Largest side of the generated images.
         eval_samples: Held-out samples for the quality numbers of the manifest.
@@ -99,6 +100,7 @@ class PretrainSettings:
     short_fraction: float = 0.25
     batch_size: int = 32
     lr: float = 2e-3
+    min_lr_ratio: float = 0.05
     min_size: int = 32
     max_size: int = 48
     eval_samples: int = 256
@@ -165,9 +167,9 @@ class TextDocuments(Dataset):
 class TextPretraining(L.LightningModule):
     """Next-token prediction on the world's text (every token trained)."""
 
-    def __init__(self, lm: TransformersCausalLM, lr: float, total_steps: int) -> None:
+    def __init__(self, lm: TransformersCausalLM, lr: float, total_steps: int, min_lr_ratio: float = 0.05) -> None:
         super().__init__()
-        self.lm, self.lr, self.total_steps = lm, lr, total_steps
+        self.lm, self.lr, self.total_steps, self.min_lr_ratio = lm, lr, total_steps, min_lr_ratio
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Next-token loss over every labelled token."""
@@ -178,9 +180,9 @@ class TextPretraining(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        """AdamW, linear warmup over 5% of the steps, then a constant learning rate."""
+        """AdamW, linear warmup over 5% of the steps, then cosine decay to ``min_lr_ratio`` of the peak."""
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01)
-        schedule = WarmupCosineSchedule(optimizer, max(1, self.total_steps // 20), self.total_steps, min_lr_ratio=1.0)
+        schedule = WarmupCosineSchedule(optimizer, max(1, self.total_steps // 20), self.total_steps, self.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -209,6 +211,15 @@ def lm_quality(lm: TransformersCausalLM, seed: int, num: int, batch_size: int) -
 
 
 NUM_OBJECT_CLASSES = 1 + len(COLORS) * len(SHAPES)  # background + every (colour, shape)
+NUM_SIDES = 2 * len(COLORS)  # (colour, left/right half) presence
+
+
+def side_labels(objects: tuple[tuple[str, str, tuple[int, int, int, int]], ...], width: int) -> torch.Tensor:
+    """Multi-hot ``[12]``: which colours have an object centred in the left half, which in the right half."""
+    sides = torch.zeros(NUM_SIDES)
+    for _, color, box in objects:
+        sides[2 * list(COLORS).index(color) + int((box[0] + box[2]) / 2 >= width / 2)] = 1.0
+    return sides
 
 
 def object_mask(
@@ -239,7 +250,8 @@ class SceneImages(Dataset):
     """Square-resized synthetic images with dense labels.
 
     Every patch is labelled with the (colour, shape) of the object under its centre (or background), every image
-    with its number of shapes; 1 in 4 images is a rendered word, labelled by the word.
+    with the colours in its left and right halves and its number of shapes; 1 in 4 images is a rendered word,
+    labelled by the word.
     """
 
     def __init__(self, processor: ImageProcessor, num: int, seed: int, min_size: int, max_size: int) -> None:
@@ -256,6 +268,7 @@ class SceneImages(Dataset):
             return {
                 "pixels": self.processor(sample.image),
                 "patches": torch.full((self.side * self.side,), -100, dtype=torch.long),
+                "sides": torch.full((NUM_SIDES,), -1.0),
                 "count": -100,
                 "word": WORDS.index(sample.answer),
             }
@@ -264,6 +277,7 @@ class SceneImages(Dataset):
         return {
             "pixels": self.processor(sample.image),
             "patches": patch_labels(mask, self.side, self.side),
+            "sides": side_labels(objects, sample.image.width),
             "count": len(objects) - 1,
             "word": -100,
         }
@@ -276,6 +290,7 @@ def collate_scenes(samples: list[dict[str, Any]], patch_size: int) -> dict[str, 
         "pixel_values": pixels,
         "patch_mask": patch_mask,
         "patches": torch.stack([s["patches"] for s in samples]),
+        "sides": torch.stack([s["sides"] for s in samples]),
         "count": torch.tensor([s["count"] for s in samples]),
         "word": torch.tensor([s["word"] for s in samples]),
     }
@@ -284,24 +299,32 @@ def collate_scenes(samples: list[dict[str, Any]], patch_size: int) -> dict[str, 
 class ImagePretraining(L.LightningModule):
     """Linear heads on the encoder's patch features.
 
-    Per patch: the (colour, shape) of the object under it, or background; on the mean-pooled features: the number of
-    shapes and the written word.
+    Per patch: the (colour, shape) of the object under it, or background; on the mean-pooled features: which colours
+    lie in the left or right half, the number of shapes and the written word.
     """
 
-    def __init__(self, encoder: TransformersVisionEncoder, lr: float, total_steps: int) -> None:
+    def __init__(
+        self, encoder: TransformersVisionEncoder, lr: float, total_steps: int, min_lr_ratio: float = 0.05
+    ) -> None:
         super().__init__()
-        self.encoder, self.lr, self.total_steps = encoder, lr, total_steps
+        self.encoder, self.lr, self.total_steps, self.min_lr_ratio = encoder, lr, total_steps, min_lr_ratio
         d = encoder.hidden_size
         self.heads = nn.ModuleDict(
-            {"patches": nn.Linear(d, NUM_OBJECT_CLASSES), "count": nn.Linear(d, 3), "word": nn.Linear(d, len(WORDS))}
+            {
+                "patches": nn.Linear(d, NUM_OBJECT_CLASSES),
+                "sides": nn.Linear(d, NUM_SIDES),
+                "count": nn.Linear(d, 3),
+                "word": nn.Linear(d, len(WORDS)),
+            }
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Logits of every head: ``patches [n, p, 19]``, ``count [n, 3]``, ``word [n, 30]``."""
+        """Logits of every head: ``patches [n, p, 19]``, ``sides [n, 12]``, ``count [n, 3]``, ``word [n, 30]``."""
         features = self.encoder(batch["pixel_values"], batch["patch_mask"])  # [n, p, d]
         pooled = features.mean(1)  # [n, d]
         return {
             "patches": self.heads["patches"](features),  # [n, p, classes]
+            "sides": self.heads["sides"](pooled),
             "count": self.heads["count"](pooled),
             "word": self.heads["word"](pooled),
         }
@@ -309,6 +332,9 @@ class ImagePretraining(L.LightningModule):
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sum of the heads' cross-entropies (unlabelled entries are ``-100``)."""
         loss = F.cross_entropy(out["patches"].flatten(0, 1), batch["patches"].flatten(), ignore_index=-100)
+        scenes = batch["sides"][:, 0] >= 0  # word images have no sides
+        if scenes.any():
+            loss = loss + F.binary_cross_entropy_with_logits(out["sides"][scenes], batch["sides"][scenes])
         loss = loss + F.cross_entropy(out["count"], batch["count"], ignore_index=-100)
         return loss + F.cross_entropy(out["word"], batch["word"], ignore_index=-100)
 
@@ -319,23 +345,26 @@ class ImagePretraining(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        """AdamW, linear warmup over 5% of the steps, then a constant learning rate."""
+        """AdamW, linear warmup over 5% of the steps, then cosine decay to ``min_lr_ratio`` of the peak."""
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01)
-        schedule = WarmupCosineSchedule(optimizer, max(1, self.total_steps // 20), self.total_steps, min_lr_ratio=1.0)
+        schedule = WarmupCosineSchedule(optimizer, max(1, self.total_steps // 20), self.total_steps, self.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 @torch.no_grad()
 def vision_quality(module: ImagePretraining, loader: DataLoader) -> dict[str, float]:
-    """Held-out accuracies: object patches (their colour and shape), count, written word."""
+    """Held-out accuracies: object patches (their colour and shape), all colour sides right, count, written word."""
     module.eval()
-    hits = {"object_patch": 0, "count": 0, "word": 0}
-    totals = {"object_patch": 0, "count": 0, "word": 0}
+    hits = {"object_patch": 0, "sides": 0, "count": 0, "word": 0}
+    totals = {"object_patch": 0, "sides": 0, "count": 0, "word": 0}
     for batch in loader:
         out = module(batch)
         objects = batch["patches"] > 0
         hits["object_patch"] += int((out["patches"].argmax(-1) == batch["patches"])[objects].sum())
         totals["object_patch"] += int(objects.sum())
+        scenes = batch["sides"][:, 0] >= 0
+        hits["sides"] += int(((out["sides"][scenes] > 0) == (batch["sides"][scenes] > 0.5)).all(-1).sum())
+        totals["sides"] += int(scenes.sum())
         for key in ("count", "word"):
             labelled = batch[key] != -100
             hits[key] += int((out[key].argmax(-1) == batch[key])[labelled].sum())
@@ -387,7 +416,7 @@ def pretrain_language_model(settings: PretrainSettings, output: Path) -> dict[st
     loader = DataLoader(
         data, batch_size=settings.batch_size, shuffle=False, collate_fn=VLMCollator(lm.tokenizer.pad_token_id, 1)
     )
-    module = TextPretraining(lm, settings.lr, steps)
+    module = TextPretraining(lm, settings.lr, steps, settings.min_lr_ratio)
     started = time.perf_counter()
     _trainer(settings, steps, [short]).fit(module, loader)
     seconds = time.perf_counter() - started
@@ -418,7 +447,7 @@ def pretrain_vision_encoder(settings: PretrainSettings, output: Path) -> dict[st
             data, batch_size=settings.batch_size, collate_fn=lambda s: collate_scenes(s, encoder.patch_size)
         )
 
-    module = ImagePretraining(encoder, settings.lr, steps)
+    module = ImagePretraining(encoder, settings.lr, steps, settings.min_lr_ratio)
     short = _Snapshot("encoder", max(1, round(steps * settings.short_fraction)))
     started = time.perf_counter()
     _trainer(settings, steps, [short]).fit(module, loader(steps * settings.batch_size, settings.seed))

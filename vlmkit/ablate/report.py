@@ -59,6 +59,13 @@ def _seed_dirs(arm_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def baseline_summary(ablation: Ablation, arms: list[ArmResults]) -> Summary | None:
+    """The ablation's baseline level (e.g. the majority answer) over every finished run, or ``None``."""
+    if ablation.baseline is None:
+        return None
+    return summarize([v for a in arms for v in a.values.get(ablation.baseline.key, {}).values()])
+
+
 def _metric_value(result: dict[str, Any], ablation: Ablation, metric: Metric) -> float:
     stage = metric.stage or ablation.stages[-1].name
     value = ((result.get("stages") or {}).get(stage) or {}).get("metrics", {}).get(metric.name)
@@ -71,6 +78,8 @@ def collect(ablation: Ablation, output: str | Path) -> list[ArmResults]:
     """Read every run folder of ``ablation`` under ``output`` (any seeds found)."""
     root = Path(output) / ablation.name
     keys = [m.key for m in ablation.metrics] + [k for k in ablation.cost if k not in [m.key for m in ablation.metrics]]
+    if ablation.baseline is not None and ablation.baseline.key not in keys:
+        keys.append(ablation.baseline.key)
     arms = []
     for arm in ablation.arms:
         results = ArmResults(arm, {key: {} for key in keys})
@@ -139,6 +148,7 @@ def analyse(ablation: Ablation, arms: list[ArmResults]) -> dict[str, Any]:
         "paper": ablation.paper,
         "metrics": [{"key": m.key, "label": m.label, "higher_is_better": m.higher_is_better} for m in ablation.metrics],
         "verdict_rule": VERDICT_RULE,
+        "baseline": None,
         "arms": [],
         "comparisons": [],
         "failed": [],
@@ -163,6 +173,15 @@ def analyse(ablation: Ablation, arms: list[ArmResults]) -> dict[str, Any]:
         data["arms"].append(entry)
         for seed, log in results.failed_logs.items():
             data["failed"].append({"arm": results.arm.name, "seed": seed, "log": log})
+    baseline = baseline_summary(ablation, arms)
+    if baseline is not None:
+        data["baseline"] = {
+            "key": ablation.baseline.key,
+            "label": ablation.baseline.label,
+            "mean": _json_number(baseline.mean),
+            "std": _json_number(baseline.std),
+            "n": baseline.n,
+        }
     for comparison in ablation.comparisons:
         metric = ablation.metric(comparison.metric)
         arm, reference = by_name[comparison.arm], by_name[comparison.reference]
@@ -219,6 +238,9 @@ def markdown(ablation: Ablation, arms: list[ArmResults], data: dict[str, Any]) -
         row += [results.summary(k).format() for k in metric_keys[1:]] + [params]
         row += [_number(results.summary(k).mean) for k in cost_keys] + [runs]
         lines.append("| " + " | ".join(row) + " |")
+    if data["baseline"] is not None:
+        baseline = data["baseline"]
+        lines += ["", f"{ablation.metrics[0].label} of the {baseline['label']}: {_number(baseline['mean'])}."]
     if data["comparisons"]:
         lines += ["", "| comparison | metric | paper | paper's direction | toy difference (per seed) | verdict |"]
         lines.append("|---|---|---|---|---|---|")
@@ -298,6 +320,10 @@ def plot(ablation: Ablation, arms: list[ArmResults], path: str | Path) -> None:
         for bad in ("diverged", "failed"):
             if results.count(bad):
                 ax.annotate(f"{results.count(bad)} {bad}", (x, 0), ha="center", va="bottom", fontsize=7, color="red")
+    baseline = baseline_summary(ablation, arms)
+    if baseline is not None and baseline.n:
+        ax.axhline(baseline.mean, color="gray", ls="--", lw=1, label=ablation.baseline.label)
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric.label)
     ax.set_title(f"toy scale: {ablation.name}", fontsize=10)
@@ -306,6 +332,9 @@ def plot(ablation: Ablation, arms: list[ArmResults], path: str | Path) -> None:
         paper_ax = axes[column]
         values = [a.arm.paper if a.arm.paper is not None else 0 for a in arms]
         paper_ax.bar(positions, values, color="#d9b38f", edgecolor="#8a5d2f")
+        for x, results in zip(positions, arms):
+            if results.arm.paper is None:
+                paper_ax.annotate("no number", (x, 0), ha="center", va="bottom", fontsize=7, color="gray")
         paper_ax.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
         paper_ax.set_ylabel(ablation.paper.get("metric", "paper score"))
         paper_ax.set_title(f"paper: {ablation.paper.get('reference', '')}", fontsize=10)

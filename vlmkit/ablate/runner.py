@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -127,18 +128,6 @@ def stage_args(task: Task, stage: Stage, pretrained: str | Path, smoke: bool = F
     return [_expand(arg, task, pretrained) for arg in raw]
 
 
-def planned_commands(task: Task, pretrained: str | Path, smoke: bool = False) -> list[str]:
-    """The ``vlmkit`` command line of every stage, for display and staleness checks (``{ckpt:..}`` left as is)."""
-    lines = []
-    for stage in task.ablation.stages:
-        try:
-            args = stage_args(task, stage, pretrained, smoke)
-        except RuntimeError:  # a checkpoint of an earlier stage that has not run yet
-            args = [*task.ablation.base, *stage.args, *task.arm.args]
-        lines.append(shlex.join(["vlmkit", stage.command, *args]))
-    return lines
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -163,21 +152,21 @@ def task_status(task: Task, pretrained: str | Path, smoke: bool = False) -> Stat
 
 
 def _plan_key(task: Task, pretrained: str | Path, smoke: bool) -> list[str]:
-    """What must match for a finished run to count: the stages' arguments, ``{ckpt:..}`` unexpanded."""
+    """What must match for a finished run to count.
+
+    Each stage's command with ``{seed}`` filled in and the other placeholders left as written (so the folders can
+    move), plus the settings of the pretrained backbones it starts from (so rebuilt backbones rerun it).
+    """
     key = []
     for stage in task.ablation.stages:
         raw = [*task.ablation.base, *stage.args, *task.arm.args, *task.arm.stage_args.get(stage.name, ())]
         raw += [*task.ablation.seed_args]
         if smoke:
             raw += [*task.ablation.smoke_args.get("*", ()), *task.ablation.smoke_args.get(stage.name, ())]
-        key.append(
-            shlex.join(
-                [
-                    stage.command,
-                    *(a.replace("{seed}", str(task.seed)).replace("{pretrained}", str(pretrained)) for a in raw),
-                ]
-            )
-        )
+        key.append(shlex.join([stage.command, *(a.replace("{seed}", str(task.seed)) for a in raw)]))
+    if task.ablation.needs_pretrained():
+        manifest = _read_json(Path(pretrained) / "manifest.json") or {}
+        key.append("pretrained: " + json.dumps(manifest.get("settings"), sort_keys=True))
     return key
 
 
@@ -229,7 +218,11 @@ def run_task(
         record = _read_json(stage_dir / RECORD)
         log = task.run_dir / f"{stage.name}.log"
         if record is None or record.get("status") not in ("finished", "diverged"):
-            args = stage_args(task, stage, pretrained, smoke)
+            try:
+                args = stage_args(task, stage, pretrained, smoke)
+            except RuntimeError as err:  # e.g. an earlier stage recorded no checkpoint for {ckpt:...}
+                _write_atomic(task.run_dir / FAILED, {"status": "failed", "stage": stage.name, "message": str(err)})
+                return TaskResult(task, "failed", time.perf_counter() - started, message=str(err))
             resume = _newest_last_checkpoint(stage_dir) if stage.command == "fit" else None
             if resume is not None:
                 args += [f"--ckpt_path={resume}"]
@@ -240,6 +233,8 @@ def run_task(
             _write_commands(task, commands, overrides)
             code = launch(argv, log, overrides)
             record = _read_json(stage_dir / RECORD)
+            if _INTERRUPTED.is_set() and (record is None or code != 0):  # stopped by the user: left partial
+                return TaskResult(task, "partial", time.perf_counter() - started, log=log, message="interrupted")
             if record is None or code != 0 and record.get("status") != "diverged":
                 message = f"stage {stage.name!r} exited with code {code}" + ("" if record else " and wrote no record")
                 _write_atomic(
@@ -277,12 +272,40 @@ def _write_commands(task: Task, commands: list[dict[str, Any]], overrides: dict[
     (task.run_dir / "command.json").write_text(json.dumps(data, indent=1) + "\n")
 
 
+_ACTIVE: set[subprocess.Popen] = set()
+_ACTIVE_LOCK = threading.Lock()
+_INTERRUPTED = threading.Event()
+
+
 def _launch(argv: list[str], log: Path, overrides: dict[str, str]) -> int:
     env = {**os.environ, **overrides, "PYTHONUNBUFFERED": "1"}
     with open(log, "a") as handle:
         handle.write(f"\n$ {shlex.join(argv)}\n")
         handle.flush()
-        return subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        with _ACTIVE_LOCK:
+            if _INTERRUPTED.is_set():
+                return -2
+            process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env)
+            _ACTIVE.add(process)
+        try:
+            return process.wait()
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(process)
+
+
+def _stop_active(timeout: float = 15.0) -> None:
+    """Interrupt every running stage process (SIGINT, as Ctrl-C would), then kill what is left after ``timeout``."""
+    with _ACTIVE_LOCK:
+        processes = list(_ACTIVE)
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _clock(seconds: float) -> str:
@@ -333,12 +356,20 @@ def run_sweep(
             echo(f"[{done:>{len(str(total))}}/{total}] {task.name}: {line} | elapsed {_clock(elapsed)}{eta}")
         return result
 
-    if jobs <= 1:
-        for task in tasks:
-            one(task)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, tasks))
+    _INTERRUPTED.clear()
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        futures = [pool.submit(one, task) for task in tasks]
+        for future in futures:
+            future.result()
+    except BaseException:  # Ctrl-C, SIGTERM (see the CLI) or an error: stop the running stages, keep what finished
+        _INTERRUPTED.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_active()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        _INTERRUPTED.clear()
     order = {t.index: i for i, t in enumerate(tasks)}
     return sorted(results, key=lambda r: order[r.task.index])
 

@@ -126,6 +126,8 @@ class Ablation:
         cost: Metric keys shown as cost columns (e.g. ``fit:cost/forward_gflops``).
         curves: Metric name whose per-step history is plotted beside the bars (``train_loss`` or a logged
             validation metric), or ``None``.
+        baseline: A reference level of the primary metric read from the runs (e.g. the majority-answer accuracy,
+            ``fit:val/majority_baseline``), drawn as a line and printed under the table.
     """
 
     name: str
@@ -143,6 +145,7 @@ class Ablation:
     budget_minutes: float = 15.0
     cost: tuple[str, ...] = ()
     curves: str | None = None
+    baseline: Metric | None = None
 
     def arm(self, name: str) -> Arm:
         """The arm called ``name``."""
@@ -223,7 +226,7 @@ def load_ablation(path: str | Path) -> Ablation:
         raise SpecError(f"{path}: cannot read the ablation YAML ({err})") from err
     top = {
         "name", "title", "paper", "base", "stages", "arms", "metrics", "comparisons", "seeds", "seed_args",
-        "smoke", "budget_minutes", "cost", "curves", "tolerance",
+        "smoke", "budget_minutes", "cost", "curves", "tolerance", "baseline",
     }  # fmt: skip
     raw = _check_keys(path, "top level", raw, top, {"title", "arms", "metrics"})
     name = str(raw.get("name", path.stem))
@@ -342,6 +345,12 @@ def load_ablation(path: str | Path) -> Ablation:
     if not isinstance(seeds, int) or seeds < 1:
         raise _fail(path, "seeds", f"expected a positive integer, got {seeds!r}")
     curves = raw.get("curves")
+    baseline = None
+    if raw.get("baseline") is not None:
+        entry = _check_keys(path, "baseline", raw["baseline"], {"key", "label"}, {"key"})
+        baseline = Metric(str(entry["key"]), str(entry.get("label", "baseline")))
+        if baseline.stage is not None and baseline.stage not in stage_names:
+            raise _fail(path, "baseline.key", f"stage {baseline.stage!r} is not one of {stage_names}")
     return Ablation(
         name=name,
         title=str(raw["title"]),
@@ -358,4 +367,5 @@ def load_ablation(path: str | Path) -> Ablation:
         budget_minutes=float(raw.get("budget_minutes", 15.0)),
         cost=_strings(path, "cost", raw.get("cost")),
         curves=None if curves is None else str(curves),
+        baseline=baseline,
     )
