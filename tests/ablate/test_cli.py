@@ -56,16 +56,17 @@ def test_a_real_ablation_in_smoke_mode_end_to_end(tmp_path):
     """Prepare the backbones, run every arm x 2 seeds as real `vlmkit fit` processes, report, rerun, rebuild."""
     out = tmp_path / "out"
     spec = "recipes/ablations/modality_projection.yaml"
-    first = _ablate("--config", spec, "--smoke", "--output", str(out), "--jobs", "1")
+    first = _ablate("--config", spec, "--smoke", "--output", str(out), "--jobs", "2")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "preparing the toy pretrained backbones" in first.stdout
     assert json.loads((out / "_pretrained" / "manifest.json").read_text())["lm"]["steps"] == 4
     progress = [line for line in first.stdout.splitlines() if line.startswith("[")]
-    assert [line.split(":")[0] for line in progress] == [
-        "[1/4] modality_projection/without/seed0",
-        "[2/4] modality_projection/with/seed0",
-        "[3/4] modality_projection/without/seed1",
-        "[4/4] modality_projection/with/seed1",
+    assert [line.split(" ")[0] for line in progress] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert sorted(line.split(" ")[1].rstrip(":") for line in progress) == [
+        "modality_projection/with/seed0",
+        "modality_projection/with/seed1",
+        "modality_projection/without/seed0",
+        "modality_projection/without/seed1",
     ]
     assert all("finished in" in line and "elapsed" in line for line in progress)
     root = out / "modality_projection"

@@ -34,6 +34,7 @@ def test_report_has_means_paired_differences_and_a_verdict_beside_the_paper(tiny
     assert "| Arm A | 50.0 | 0.510 ± 0.010 (3) |" in text
     assert "| Arm B vs Arm A | accuracy | 55 vs 50 (+5) | better | +0.100 ± 0.000 (3)" in text
     assert "**agrees**" in text and "Verdict rule" in text
+    assert data["comparisons"][0]["paper_difference"] == pytest.approx(5.0)
     assert data["baseline"]["mean"] == pytest.approx(0.4) and "accuracy of the majority answer: 0.400." in text
 
 
@@ -80,3 +81,17 @@ def test_report_of_an_ablation_that_never_ran_is_empty_not_an_error(tiny_spec, t
     text, data = build_report(load_ablation(tiny_spec), tmp_path / "out")
     assert all(a["metrics"]["eval:val/accuracy"]["n"] == 0 for a in data["arms"])
     assert math.isnan(float("nan")) and "| Arm A | 50.0 | – |" in text
+
+
+def test_the_arms_paper_numbers_only_stand_beside_the_primary_metric(tiny_spec, tmp_path, fake_vlmkit):
+    tiny_spec.write_text(
+        tiny_spec.read_text().replace(
+            "  - {arm: b, reference: a, expect: better}",
+            "  - {arm: b, reference: a, expect: better}\n"
+            '  - {arm: b, reference: a, expect: better, metric: "fit:divergence/events"}\n'
+            '  - {arm: b, reference: a, expect: better, metric: "fit:divergence/events", paper: [1, 2]}',
+        )
+    )
+    ablation = _sweep(tiny_spec, tmp_path, fake_vlmkit, seeds=(0, 1))
+    _, data = build_report(ablation, tmp_path / "out")
+    assert [c["paper_difference"] for c in data["comparisons"]] == [5.0, None, -1.0]

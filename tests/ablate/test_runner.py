@@ -87,6 +87,8 @@ def test_a_finished_stage_is_not_rerun_when_a_later_stage_was_interrupted(tiny_s
     fake_vlmkit.calls.clear()
     assert run_task(task, tmp_path / "pre", launch=fake_vlmkit).status == "finished"
     assert [call[3] for call in fake_vlmkit.calls] == ["validate"]
+    commands = (task.run_dir / "command.txt").read_text().splitlines()
+    assert [c.split()[1] for c in commands] == ["fit", "validate"]  # the finished stage's command is kept
 
 
 def test_a_failed_arm_is_reported_with_its_log_and_retried_next_time(tiny_spec, tmp_path, fake_vlmkit):
@@ -196,3 +198,12 @@ def test_rebuilt_backbones_make_finished_runs_stale_but_moving_folders_does_not(
     assert task_status(task, moved) == "finished"  # same backbones, another folder
     (moved / "manifest.json").write_text(json.dumps({"settings": {"lm_steps": 4000}}))
     assert task_status(task, moved) == "stale"
+
+
+def test_rerun_runs_finished_runs_again_from_scratch(tiny_spec, tmp_path, fake_vlmkit):
+    task = _tasks(tiny_spec, tmp_path)[0]
+    run_task(task, tmp_path / "pre", launch=fake_vlmkit)
+    (task.run_dir / "leftover.txt").write_text("old")
+    fake_vlmkit.calls.clear()
+    assert run_task(task, tmp_path / "pre", launch=fake_vlmkit, rerun=True).status == "finished"
+    assert len(fake_vlmkit.calls) == 2 and not (task.run_dir / "leftover.txt").exists()

@@ -60,6 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="only rebuild the reports from finished runs")
     p.add_argument("--prepare", action="store_true", help="only build the toy pretrained backbones")
     p.add_argument("--force", action="store_true", help="with --prepare: rebuild the backbones even if present")
+    p.add_argument("--rerun", action="store_true", help="run the selected runs again from scratch even if finished")
     p.add_argument("--list-tasks", action="store_true", help="print the numbered arm x seed tasks and their status")
     p.add_argument("--task-index", type=int, default=None, help="run only task I of --list-tasks (SLURM arrays)")
     p.add_argument(
@@ -176,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _interrupt)  # e.g. a cluster's time limit: stop the stages cleanly
     try:
-        results = runner.run_sweep(tasks, pretrained, smoke=args.smoke, jobs=jobs)
+        results = runner.run_sweep(tasks, pretrained, smoke=args.smoke, jobs=jobs, rerun=args.rerun)
     except KeyboardInterrupt:
         print("vlmkit ablate: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
         return 130

@@ -186,7 +186,13 @@ def analyse(ablation: Ablation, arms: list[ArmResults]) -> dict[str, Any]:
         metric = ablation.metric(comparison.metric)
         arm, reference = by_name[comparison.arm], by_name[comparison.reference]
         difference = paired(arm.values.get(metric.key, {}), reference.values.get(comparison.reference_key, {}))
-        paper_arm, paper_ref = comparison.paper or (arm.arm.paper, reference.arm.paper)
+        primary = ablation.metrics[0].key
+        if comparison.paper is not None:
+            paper_arm, paper_ref = comparison.paper
+        elif comparison.metric == comparison.reference_key == primary:  # the arms' numbers are the paper's score
+            paper_arm, paper_ref = arm.arm.paper, reference.arm.paper
+        else:
+            paper_arm = paper_ref = None
         data["comparisons"].append(
             {
                 "arm": comparison.arm,

@@ -187,6 +187,7 @@ def run_task(
     smoke: bool = False,
     env: dict[str, str] | None = None,
     launch: Callable[..., int] | None = None,
+    rerun: bool = False,
 ) -> TaskResult:
     """Run (or continue) every stage of ``task``; write its completion marker or ``failed.json``.
 
@@ -196,15 +197,16 @@ def run_task(
         smoke: Add the ablation's smoke arguments (a few steps).
         env: Environment overrides for the processes (e.g. ``OMP_NUM_THREADS``).
         launch: ``launch(argv, log_file, env) -> returncode``; default: a subprocess (tests replace it).
+        rerun: Run it again from scratch even if it finished (e.g. after a code change).
 
     Returns:
         The outcome (``finished``, ``diverged`` or ``failed``).
     """
     launch = launch or _launch
     status = task_status(task, pretrained, smoke)
-    if status in ("finished", "diverged"):
+    if status in ("finished", "diverged") and not rerun:
         return TaskResult(task, status, skipped=True)
-    if status == "stale":
+    if status == "stale" or rerun and task.run_dir.exists():
         shutil.rmtree(task.run_dir)
     task.run_dir.mkdir(parents=True, exist_ok=True)
     (task.run_dir / FAILED).unlink(missing_ok=True)
@@ -242,8 +244,9 @@ def run_task(
                     {"status": "failed", "stage": stage.name, "returncode": code, "log": str(log), "message": message},
                 )
                 return TaskResult(task, "failed", time.perf_counter() - started, log=log, message=message)
-        else:
-            commands.append({"stage": stage.name, "argv": None, "finished_before": True})
+        else:  # finished in an earlier attempt: keep the command it ran with
+            before = {c.get("stage"): c for c in (_read_json(task.run_dir / "command.json") or {}).get("stages", [])}
+            commands.append({**before.get(stage.name, {"stage": stage.name, "argv": None}), "finished_before": True})
         stages[stage.name] = {k: record.get(k) for k in ("status", "metrics", "parameters", "seconds", "global_step")}
         if record.get("status") == "diverged":
             outcome = "diverged"
@@ -321,6 +324,7 @@ def run_sweep(
     jobs: int = 1,
     echo: Callable[[str], None] = print,
     launch: Callable[..., int] | None = None,
+    rerun: bool = False,
 ) -> list[TaskResult]:
     """Run ``tasks`` (``jobs`` at a time), printing one progress line per run.
 
@@ -337,7 +341,7 @@ def run_sweep(
     ran: list[float] = []
 
     def one(task: Task) -> TaskResult:
-        result = run_task(task, pretrained, smoke, env, launch)
+        result = run_task(task, pretrained, smoke, env, launch, rerun)
         with lock:
             results.append(result)
             done = len(results)

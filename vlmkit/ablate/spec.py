@@ -112,7 +112,9 @@ class Ablation:
         name: Folder name under the output directory (default: the file's stem).
         title: One line saying what is compared.
         path: The YAML file.
-        paper: ``reference`` (table/finding), ``metric`` (the paper's score) and ``finding`` (what it says).
+        paper: ``reference`` (table/finding), ``metric`` (the paper's score) and ``finding`` (what it says). The
+            arms' ``paper`` numbers are that score: comparisons on the primary metric show them, comparisons on
+            other metrics only their own ``paper`` pair.
         base: Arguments of every stage of every arm, first.
         stages: The processes of one run, in order.
         arms: The compared configurations (the first is the default reference).
