@@ -104,6 +104,21 @@ def _check_config_files(ablation: Ablation) -> None:
             )
 
 
+def _write_reports(ablations: list[Ablation], output: Path) -> None:
+    """Rebuild and print every ablation's report; several ablations also get ``summary.md``."""
+    from vlmkit.ablate.report import build_report, summary_table
+
+    reports = []
+    for ablation in ablations:
+        text, data = build_report(ablation, output)
+        print(text)
+        print(f"written: {output / ablation.name}/results.md, results.json, results.png\n")
+        reports.append((ablation, data))
+    if len(reports) > 1:
+        (output / "summary.md").write_text(summary_table(reports))
+        print(f"summary (one row per comparison): {output / 'summary.md'}")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -111,7 +126,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vlmkit ablate``; returns the exit code (1 if a run failed)."""
     args = parser().parse_args(argv)
-    from vlmkit.ablate import pretrain, report, runner
+    from vlmkit.ablate import pretrain, runner
 
     output = args.output or (SMOKE_OUTPUT if args.smoke else DEFAULT_OUTPUT)
     pretrained = args.pretrained or output / "_pretrained"
@@ -132,15 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.report:
-        reports = []
-        for ablation in ablations:
-            text, data = report.build_report(ablation, output)
-            print(text)
-            reports.append((ablation, data))
-        if len(reports) > 1:
-            (output / "summary.md").write_text(report.summary_table(reports))
-            print(f"summary: {output / 'summary.md'}")
+        _write_reports(ablations, output)
         return 0
+    jobs = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1)
+    if jobs < 1:
+        print(f"vlmkit ablate: --jobs must be >= 1, got {jobs}", file=sys.stderr)
+        return 2
 
     only = [name for entry in args.only for name in entry.split(",") if name] if args.only else None
     tasks = []
@@ -171,10 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(task.ablation.needs_pretrained() for task in tasks) and not pretrain.is_prepared(pretrained):
         print(f"preparing the toy pretrained backbones in {pretrained} (once) ...", flush=True)
         print(pretrain.describe_manifest(pretrain.prepare_backbones(pretrained, settings)), flush=True)
-    jobs = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1)
-    if jobs < 1:
-        print(f"vlmkit ablate: --jobs must be >= 1, got {jobs}", file=sys.stderr)
-        return 2
     previous = signal.signal(signal.SIGTERM, _interrupt)  # e.g. a cluster's time limit: stop the stages cleanly
     try:
         results = runner.run_sweep(tasks, pretrained, smoke=args.smoke, jobs=jobs, rerun=args.rerun)
@@ -184,16 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     failed = [r for r in results if r.status == "failed"]
-    if args.task_index is None:
-        reports = []
-        for ablation in ablations:
-            text, data = report.build_report(ablation, output)
-            print(text)
-            print(f"written: {output / ablation.name}/results.md, results.json, results.png\n")
-            reports.append((ablation, data))
-        if len(reports) > 1:
-            (output / "summary.md").write_text(report.summary_table(reports))
-            print(f"summary: {output / 'summary.md'}")
+    if args.task_index is None:  # an array task leaves the report to the job that runs --report
+        _write_reports(ablations, output)
     for result in failed:
         print(f"FAILED {result.task.name}: {result.message}; log {result.log}", file=sys.stderr)
     return 1 if failed else 0
