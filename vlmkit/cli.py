@@ -26,8 +26,8 @@ DESCRIPTION = (
     "vlmkit: build, train and evaluate vision-language models from swappable parts "
     "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml. "
     "Also: `vlmkit data synth|build` (webdataset shards), `vlmkit export` (merged weights or adapters), "
-    "`vlmkit export-idefics2` / `export-idefics3` (a transformers Idefics2 / Idefics3 or SmolVLM checkpoint); each "
-    "has its own --help."
+    "`vlmkit export-idefics2` / `export-idefics3` (a transformers Idefics2 / Idefics3 or SmolVLM checkpoint), "
+    "`vlmkit ablate` (the paper's ablations at toy scale); each has its own --help."
 )
 
 ConfigMismatch = Literal["error", "use_checkpoint", "use_command_line"]
@@ -224,6 +224,10 @@ def main(args: list[str] | None = None) -> None:
             from vlmkit.interop.cli import main as export_idefics2_main
 
             export_idefics2_main(argv[1:])
+        elif argv[:1] == ["ablate"]:
+            from vlmkit.ablate.cli import main as ablate_main
+
+            sys.exit(ablate_main(argv[1:]))
         elif argv[:1] == ["export-idefics3"]:
             from vlmkit.interop.cli import main_idefics3
 

@@ -163,3 +163,16 @@ def test_real_files_of_every_mode_become_correct_rgb(tmp_path):
     turned = processor(rotated)
     assert turned.shape == (3, 32, 16)
     assert turned[0, 24:, :].mean() > 0.9 and turned[0, :8, :].mean() < 0.1  # red at the bottom
+
+
+def test_square_mode_resizes_every_image_to_max_size_squared():
+    processor = ImageProcessor(8, max_image_size=50, min_image_size=16, resize_mode="square")
+    wide = Image.new("RGB", (120, 30), (255, 0, 0))
+    assert processor(wide).shape == (3, 48, 48)  # 50 rounded down to the patch size, aspect ratio dropped
+    assert processor.output_size(30, 120) == (48, 48) and processor.output_size(300, 10) == (48, 48)
+    assert ImageProcessor(8, max_image_size=50, min_image_size=16).output_size(30, 120) == (16, 48)
+    views = processor.process(wide, split=True)
+    assert [tuple(v.shape) for v in views] == [(3, 48, 48)] * 5
+    assert torch.allclose(processor(wide).mean((1, 2)), torch.tensor([1.0, -1.0, -1.0]), atol=1e-4)
+    with pytest.raises(ValueError, match="resize_mode must be one of .*'square'.*got 'stretch'"):
+        ImageProcessor(8, resize_mode="stretch")

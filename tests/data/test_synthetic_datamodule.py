@@ -60,3 +60,13 @@ def test_dataloaders_need_a_model():
 def test_bad_arguments_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticVQADataModule(**kwargs)
+
+
+def test_square_resize_mode_reaches_the_processor(tiny_vlm):
+    dm = SyntheticVQADataModule(num_val=8, batch_size=8, resize_mode="square", **SMALL)
+    dm.connect(tiny_vlm)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["pixel_values"].shape[-2:] == (40, 40) and bool(batch["patch_mask"].all())
+    preserved = SyntheticVQADataModule(num_val=8, batch_size=8, **SMALL)
+    preserved.connect(tiny_vlm)
+    assert not bool(next(iter(preserved.val_dataloader()))["patch_mask"].all())  # mixed aspect ratios pad

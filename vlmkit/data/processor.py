@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from vlmkit.data.image_processing import ImageInput, ImageProcessor, ImageViews
+from vlmkit.data.image_processing import ImageInput, ImageProcessor, ImageViews, ResizeMode
 from vlmkit.text.template import ChatTemplate, ImageTokens, SplitImage, Turn
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class VLMProcessor:
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
         tile_size: int | None = None,
+        resize_mode: ResizeMode = "preserve_aspect",
     ) -> VLMProcessor:
         """The processor matching ``model``'s tokenizer, encoder normalisation, image splitting and text layout.
 
@@ -79,7 +80,8 @@ class VLMProcessor:
         is then the longest side images are resized to before tiling), and a checkpoint template's images then follow
         Idefics3's processor rules (Idefics2's without tiling). ``crop_markers=None`` marks the crops of split images
         in vlmkit's layout and for a tiling model, not for a model imported with a checkpoint's template without
-        tiling (Idefics2's processor has no markers).
+        tiling (Idefics2's processor has no markers). ``resize_mode="square"`` resizes every image to
+        ``max_image_size`` squared (see ``ImageProcessor``).
         """
         encoder = model.vision_encoder
         if tile_size is None:
@@ -93,6 +95,7 @@ class VLMProcessor:
             upscale_probability=upscale_probability,
             max_upscale=max_upscale,
             tile_size=tile_size,
+            resize_mode=resize_mode,
         )
         chat_template = getattr(model, "chat_template", None)
         if crop_markers is None:

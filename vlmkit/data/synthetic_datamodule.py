@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlmkit.data.collate import VLMCollator
 from vlmkit.data.even_ranks import evaluation_sampling
+from vlmkit.data.image_processing import ResizeMode
 from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.data.resumable_sampler import ResumableSampler
@@ -102,6 +103,8 @@ class SyntheticVQADataModule(L.LightningDataModule):
             whole image (Idefics2 instruction tuning: 0.5).
         eval_image_splitting: Split every image in validation, test and predict.
         upscale_probability: Chance that a training image is randomly scaled up first.
+        resize_mode: ``"preserve_aspect"`` (Idefics2) or ``"square"``: every image resized to
+            ``max_image_size`` squared, whatever its aspect ratio (paper Table 5's baseline).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
         eval_image_splitting: bool = False,
         upscale_probability: float = 0.0,
         pin_memory: bool | None = None,
+        resize_mode: ResizeMode = "preserve_aspect",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -146,6 +150,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
             max_image_size=hp.max_image_size,
             min_image_size=hp.min_image_size,
             upscale_probability=hp.upscale_probability,
+            resize_mode=hp.resize_mode,
         )
         self.patch_size = model.vision_encoder.patch_size
 
