@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("data", frozenset({"data"})),
     ("eval", frozenset({"eval"})),
     ("training", frozenset({"training"})),
-    ("tools", frozenset({"export", "report", "interop"})),
+    ("tools", frozenset({"export", "report", "interop", "ablate"})),
     ("cli", frozenset({"cli"})),
     ("entry point", frozenset({"__main__"})),
 )

@@ -18,7 +18,10 @@ REAL_SCALE = sorted(
         ROOT / "recipes/finetune/qlora_1gpu.yaml",
     ]
 )
-RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p not in REAL_SCALE)
+# recipes/ablations/ holds ablation specs (`vlmkit ablate`) and their fragments, which load the toy pretrained
+# backbones: tests/ablate/test_recipes_ablations.py instantiates every arm of every ablation instead.
+ABLATIONS = ROOT / "recipes" / "ablations"
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p not in REAL_SCALE and ABLATIONS not in p.parents)
 
 
 def launch_command(recipe: Path) -> list[str]:

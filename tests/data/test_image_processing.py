@@ -169,3 +169,16 @@ def test_the_old_argument_name_still_works_with_a_warning():
     processor = ImageProcessor(8, max_image_size=64, min_image_size=16)
     with pytest.warns(FutureWarning, match=r"process\(split=...\) is now .*process\(split_images=...\)"):
         assert len(processor.process(quadrants(), split=True)) == 5
+
+
+def test_square_mode_resizes_every_image_to_max_size_squared():
+    processor = ImageProcessor(8, max_image_size=50, min_image_size=16, resize_mode="square")
+    wide = Image.new("RGB", (120, 30), (255, 0, 0))
+    assert processor(wide).shape == (3, 48, 48)  # 50 rounded down to the patch size, aspect ratio dropped
+    assert processor.output_size(30, 120) == (48, 48) and processor.output_size(300, 10) == (48, 48)
+    assert ImageProcessor(8, max_image_size=50, min_image_size=16).output_size(30, 120) == (16, 48)
+    views = processor.process(wide, split_images=True)
+    assert [tuple(v.shape) for v in views] == [(3, 48, 48)] * 5
+    assert torch.allclose(processor(wide).mean((1, 2)), torch.tensor([1.0, -1.0, -1.0]), atol=1e-4)
+    with pytest.raises(ValueError, match="resize_mode must be one of .*'square'.*got 'stretch'"):
+        ImageProcessor(8, resize_mode="stretch")

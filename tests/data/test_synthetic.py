@@ -203,3 +203,37 @@ def test_max_shapes_bounds_the_number_of_shapes():
     assert all(ds[i].caption.count(" and ") == 0 and ds[i].caption.count(",") == 0 for i in range(40))
     with pytest.raises(ValueError, match="max_shapes"):
         SyntheticVQADataset(4, max_shapes=4)
+
+
+def test_make_scene_gives_the_sample_of_make_sample_and_its_layout():
+    for task in ("color", "count", "caption", "position"):
+        sample, objects = synthetic.make_scene(4, 9, task, 32, 64, 3)
+        same = make_sample(4, 9, task, 32, 64, 3)
+        assert sample.image.tobytes() == same.image.tobytes() and sample.question == same.question
+        assert 1 <= len(objects) <= 3
+        for kind, color, (x0, y0, x1, y1) in objects:
+            assert kind in SHAPES and color in COLORS
+            assert 0 <= x0 < x1 < sample.image.width and 0 <= y0 < y1 < sample.image.height
+            pixel = sample.image.getpixel(((x0 + x1) // 2, (y0 + y1) // 2 + (y1 - y0) // 4))
+            assert pixel == COLORS[color]  # the box holds the drawn shape
+        if task == "count":
+            assert sample.answer == str(len(objects))
+    with pytest.raises(ValueError, match="reading"):
+        synthetic.make_scene(0, 0, "reading")
+
+
+def test_noisy_alt_texts_are_partly_wrong_or_irrelevant_and_deterministic():
+    import random
+
+    caption = "a red circle, a blue square and an orange triangle."
+    clean = {("red", "circle"), ("blue", "square"), ("orange", "triangle")}
+    assert synthetic.noisy_alt_text(caption, random.Random(0), 0.0) == "red circle blue square orange triangle"
+    texts = [synthetic.noisy_alt_text(caption, random.Random(i), 0.5) for i in range(300)]
+    assert texts == [synthetic.noisy_alt_text(caption, random.Random(i), 0.5) for i in range(300)]
+    pairs = [set(zip(_words(t)[::1], _words(t)[1:])) for t in texts]
+    wrong = sum(any(p[0] in COLORS and p[1] in SHAPES and p not in clean for p in ps) for ps in pairs)
+    irrelevant = sum(any(w in WORDS for w in _words(t)) for t in texts)
+    exact = sum(t == "red circle blue square orange triangle" for t in texts)
+    assert 0.3 < wrong / 300 < 0.9 and 0.3 < irrelevant / 300 < 0.7 and exact < 100
+    with pytest.raises(ValueError, match="noise"):
+        synthetic.noisy_alt_text(caption, random.Random(0), 1.5)

@@ -95,3 +95,13 @@ def test_a_synthetic_sample_renders_the_same_through_a_shard(tiny_vlm, tmp_path,
         assert torch.equal(mine["input_ids"], theirs["input_ids"]) and torch.equal(mine["labels"], theirs["labels"])
         assert len(mine["pixel_values"]) == len(theirs["pixel_values"])
         assert all(torch.equal(a, b) for a, b in zip(mine["pixel_values"], theirs["pixel_values"]))
+
+
+def test_square_resize_mode_reaches_the_processor(tiny_vlm):
+    dm = SyntheticVQADataModule(num_val=8, batch_size=8, resize_mode="square", **SMALL)
+    dm.connect(tiny_vlm)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["pixel_values"].shape[-2:] == (40, 40) and bool(batch["patch_mask"].all())
+    preserved = SyntheticVQADataModule(num_val=8, batch_size=8, **SMALL)
+    preserved.connect(tiny_vlm)
+    assert not bool(next(iter(preserved.val_dataloader()))["patch_mask"].all())  # mixed aspect ratios pad

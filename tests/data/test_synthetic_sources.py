@@ -36,3 +36,17 @@ def test_jsonl_layout_and_source_split(tmp_path):
     assert sorted(sum(keys, [])) == [f"{i:08d}" for i in range(10)]
     with pytest.raises(ValueError, match="format"):
         SyntheticSource("video")
+
+
+def test_pairs_can_carry_noisy_alt_texts_beside_clean_synthetic_captions():
+    clean = [synthetic_record("pair", 0, i) for i in range(50)]
+    noisy = [synthetic_record("pair", 0, i, alt_text_noise=0.5) for i in range(50)]
+    assert [r.data["synthetic_caption"] for r in clean] == [r.data["synthetic_caption"] for r in noisy]
+    assert all(np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0])) for a, b in zip(clean, noisy))
+    assert all(r.data["caption"] == r.data["synthetic_caption"].removeprefix("an image of ") for r in clean)
+    changed = sum(a.data["caption"] != b.data["caption"] for a, b in zip(clean, noisy))
+    assert changed == 50  # alt-texts never read like the caption (no articles, no punctuation)
+    source = SyntheticSource("pair", num_samples=3, alt_text_noise=0.5)
+    assert [r.data for r in source.records(0, 1, 0, endless=False)] == [r.data for r in noisy[:3]]
+    with pytest.raises(ValueError, match="alt_text_noise"):
+        SyntheticSource("pair", alt_text_noise=2.0)

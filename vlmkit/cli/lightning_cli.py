@@ -27,7 +27,8 @@ DESCRIPTION = (
     "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml. "
     "Also: `vlmkit data synth|build` (webdataset shards), `vlmkit export` (merged weights or adapters), "
     "`vlmkit export-idefics2` / `export-idefics3` (a transformers Idefics2 / Idefics3 or SmolVLM checkpoint), "
-    "`vlmkit report` (parameters and FLOPs per part); each has its own --help."
+    "`vlmkit report` (parameters and FLOPs per part), `vlmkit ablate` (the paper's ablations at toy scale); each has "
+    "its own --help."
 )
 
 ConfigMismatch = Literal["error", "use_checkpoint", "use_command_line"]

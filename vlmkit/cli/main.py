@@ -1,9 +1,9 @@
 """The ``vlmkit`` console script: LightningCLI's subcommands plus vlmkit's own, registered here.
 
 ``fit``, ``validate``, ``test``, ``predict`` go to :func:`~vlmkit.cli.lightning_cli.build_cli`; ``data``, ``export``,
-``export-idefics2``, ``export-idefics3`` and ``report`` to their own entry points, which this module imports (the
-command line is the top of the import graph: nothing below imports it). Errors in what the user gave (files,
-checkpoints, data) print one line, ``vlmkit: error: ...``, not a traceback.
+``export-idefics2``, ``export-idefics3``, ``report`` and ``ablate`` to their own entry points, which this module
+imports (the command line is the top of the import graph: nothing below imports it). Errors in what the user gave
+(files, checkpoints, data) print one line, ``vlmkit: error: ...``, not a traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ def _export_idefics3(argv: list[str]) -> object:
     return main_idefics3(argv)
 
 
+def _ablate(argv: list[str]) -> object:
+    from vlmkit.ablate.cli import main
+
+    sys.exit(main(argv))
+
+
 def _report(argv: list[str]) -> object:
     from vlmkit.cli.report import main
 
@@ -50,6 +56,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "export-idefics2": _export_idefics2,
     "export-idefics3": _export_idefics3,
     "report": _report,
+    "ablate": _ablate,
 }
 """vlmkit's own subcommands (imported when used); everything else is LightningCLI's."""
 

@@ -2,9 +2,10 @@
 
 Images keep their aspect ratio: the longest side is capped at ``max_image_size``,
 the shortest is raised towards ``min_image_size``, and both sides are rounded to
-a multiple of the encoder's patch size. Any PIL mode (grayscale, RGBA, palette,
-CMYK, 16-bit) and EXIF orientation become a plain RGB tensor. Image files are decoded
-at the reduced size the output needs (see :mod:`vlmkit.data.image_decode`).
+a multiple of the encoder's patch size. ``resize_mode="square"`` instead resizes every
+image to ``max_image_size`` x ``max_image_size`` (the paper's Table 5 baseline). Any PIL mode
+(grayscale, RGBA, palette, CMYK, 16-bit) and EXIF orientation become a plain RGB tensor. Image files
+are decoded at the reduced size the output needs (see :mod:`vlmkit.data.image_decode`).
 With ``tile_size`` images are processed as Idefics3 does instead (:mod:`vlmkit.data.tiling`). The sizes and
 splits themselves are rules of :mod:`vlmkit.vision.sizing`, which the model's token budget uses too.
 """
@@ -15,6 +16,7 @@ import random
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -40,6 +42,10 @@ __all__ = [
 
 ImageInput = Image.Image | EncodedImage | str | PathLike
 """A PIL image, an :class:`~vlmkit.data.image_decode.EncodedImage`, or the path of an image file."""
+
+ResizeMode = Literal["preserve_aspect", "square"]
+"""``preserve_aspect``: keep each image's aspect ratio and (bounded) resolution (Idefics2); ``square``: resize
+every image to ``max_image_size`` x ``max_image_size``, as encoders pretrained on fixed-size squares expect."""
 
 
 def load_image(image: ImageInput) -> Image.Image:
@@ -104,6 +110,9 @@ class ImageProcessor:
             ``[1, max_upscale]`` (paper sections 4.1-4.2: "we randomly scale up images"); needs an ``rng``
             at call time, so evaluation (no ``rng``) is never augmented.
         max_upscale: Largest random upscaling factor (the ``max_image_size`` cap still applies).
+        resize_mode: ``"preserve_aspect"`` (default) or ``"square"``: every image (and every crop of a split
+            image) becomes ``max_image_size`` x ``max_image_size`` (rounded down to the patch size), whatever its
+            aspect ratio (paper Table 5, "Square images"); random upscaling then changes nothing.
         tile_size: Process images as Idefics3/SmolVLM do (:mod:`vlmkit.data.tiling`): a split image becomes a
             resolution-dependent grid of ``tile_size`` tiles (its longest side resized to ``max_image_size``, both
             sides rounded up to multiples of ``tile_size``) followed by the whole image, and an image that fits one
@@ -125,6 +134,7 @@ class ImageProcessor:
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
         tile_size: int | None = None,
+        resize_mode: ResizeMode = "preserve_aspect",
     ) -> None:
         if patch_size <= 0:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
@@ -142,6 +152,10 @@ class ImageProcessor:
                     "image to max_image_size, so upscaling would change nothing; set it to 0"
                 )
         self.tile_size = tile_size
+        if resize_mode not in get_args(ResizeMode):
+            raise ValueError(f"resize_mode must be one of {get_args(ResizeMode)}, got {resize_mode!r}")
+        if resize_mode == "square" and tile_size is not None:
+            raise ValueError("resize_mode='square' with tile_size: tiling already resizes every view to a square tile")
         self.patch_size = patch_size
         self.mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
@@ -149,6 +163,7 @@ class ImageProcessor:
         self.min_image_size = min_image_size
         self.upscale_probability = upscale_probability
         self.max_upscale = max_upscale
+        self.resize_mode = resize_mode
 
     def output_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
         """The processed ``(height, width)`` of a ``height x width`` image (after an optional upscale).
@@ -176,6 +191,7 @@ class ImageProcessor:
             split_images,
             scale,
             self.tile_size,
+            square=self.resize_mode == "square",
         )
 
     def __call__(self, image: ImageInput, rng: random.Random | None = None) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from vlmkit.data.formats import BadSample
 from vlmkit.data.image_decode import EncodedImage, decode_image, image_size
-from vlmkit.data.image_processing import ImageInput, ImageProcessor, ImageViews, encoded
+from vlmkit.data.image_processing import ImageInput, ImageProcessor, ImageViews, ResizeMode, encoded
 from vlmkit.data.truncation import Truncation, truncate
 from vlmkit.text.template import IGNORE_INDEX, ChatTemplate, ImageTokens, SplitImageTokens, Turn
 
@@ -80,6 +80,7 @@ class VLMProcessor:
         upscale_probability: float = 0.0,
         max_upscale: float = 2.0,
         tile_size: int | None = None,
+        resize_mode: ResizeMode = "preserve_aspect",
     ) -> VLMProcessor:
         """The processor matching ``model``'s tokenizer, encoder normalisation, image splitting and text layout.
 
@@ -88,7 +89,8 @@ class VLMProcessor:
         is then the longest side images are resized to before tiling), and a checkpoint template's images then follow
         Idefics3's processor rules (Idefics2's without tiling). ``crop_markers=None`` marks the crops of split images
         in vlmkit's layout and for a tiling model, not for a model imported with a checkpoint's template without
-        tiling (Idefics2's processor has no markers).
+        tiling (Idefics2's processor has no markers). ``resize_mode="square"`` resizes every image to
+        ``max_image_size`` squared (see ``ImageProcessor``).
         """
         encoder = model.vision_encoder
         if tile_size is None:
@@ -102,6 +104,7 @@ class VLMProcessor:
             upscale_probability=upscale_probability,
             max_upscale=max_upscale,
             tile_size=tile_size,
+            resize_mode=resize_mode,
         )
         chat_template = model.chat_template
         if crop_markers is None:

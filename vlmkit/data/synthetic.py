@@ -12,6 +12,7 @@ import functools
 import math
 import operator
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -246,6 +247,77 @@ def make_sample(
     if task == "reading":
         return _reading_sample(rng, max_size)
     return _shapes_sample(rng, task, min_size, max_size, max_shapes)[0]
+
+
+def make_scene(
+    seed: int, index: int, task: str = "caption", min_size: int = 32, max_size: int = 96, max_shapes: int = MAX_SHAPES
+) -> tuple[SyntheticSample, tuple[tuple[str, str, tuple[int, int, int, int]], ...]]:
+    """``make_sample(seed, index, task, ...)`` together with the layout of its image.
+
+    For labels beyond one question, e.g. to pretrain a toy vision encoder on everything the questions ask about
+    (colour, shape, count, left/right) or to describe the image in words.
+
+    Returns:
+        The sample (identical to ``make_sample``'s) and its objects as ``(shape, colour, (x0, y0, x1, y1))``
+        (inclusive pixel box), in drawing order.
+
+    Raises:
+        ValueError: If ``task`` is not a shapes task (``reading`` has no layout) or an argument is invalid.
+    """
+    _check_task(task)
+    if task == "reading":
+        raise ValueError("task 'reading' draws a word, not shapes: it has no layout")
+    _check_sizes(min_size, max_size)
+    _check_max_shapes(max_shapes)
+    rng = _rng(seed, index, task, min_size, max_size)
+    sample, shapes = _shapes_sample(rng, task, min_size, max_size, max_shapes)
+    return sample, tuple((s.kind, s.color, s.box) for s in shapes)
+
+
+_CAPTION_OBJECT = re.compile(r"\ban? (\w+) (\w+)")
+
+
+def noisy_alt_text(caption: str, rng: random.Random, noise: float = 0.5) -> str:
+    """A web-style alt-text for an image described by a clean synthetic ``caption`` (paper Table 6).
+
+    Alt-texts are short, unpunctuated and partly wrong or irrelevant: each object of the caption is, with
+    probability ``noise``, given a wrong colour, a wrong shape or dropped (one of the three, evenly); with
+    probability ``noise`` the objects are shuffled; and with probability ``noise`` 1-3 words unrelated to the
+    image (from ``WORDS``) are inserted. ``noise=0`` gives the caption's objects without articles.
+
+    Args:
+        caption: A caption as produced by the generator (``"a red circle and a blue square."``).
+        rng: Random source (seeded per sample for determinism).
+        noise: Corruption probability in ``[0, 1]``.
+
+    Returns:
+        E.g. ``"red square cake blue square"`` for ``"a red circle and a blue square."``.
+
+    Raises:
+        ValueError: If ``noise`` is outside ``[0, 1]`` or ``caption`` names no object.
+    """
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be in [0, 1], got {noise}")
+    objects = _CAPTION_OBJECT.findall(caption)
+    if not objects:
+        raise ValueError(f"caption {caption!r} names no '<colour> <shape>' object")
+    words: list[str] = []
+    for color, kind in objects:
+        if rng.random() < noise:
+            corruption = rng.randrange(3)
+            if corruption == 2:
+                continue  # dropped
+            if corruption == 0:
+                color = rng.choice([c for c in COLORS if c != color])
+            else:
+                kind = rng.choice([k for k in SHAPES if k != kind])
+        words.append(f"{color} {kind}")
+    if len(words) > 1 and rng.random() < noise:
+        rng.shuffle(words)
+    if rng.random() < noise or not words:
+        for _ in range(rng.randint(1, 3)):
+            words.insert(rng.randint(0, len(words)), rng.choice(WORDS))
+    return " ".join(words)
 
 
 def _check_max_shapes(max_shapes: int) -> None:

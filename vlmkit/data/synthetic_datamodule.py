@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from vlmkit.checks import check_fraction
 from vlmkit.data.collate import VLMCollator
 from vlmkit.data.even_ranks import evaluation_sampling
+from vlmkit.data.image_processing import ResizeMode
 from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.data.render import SampleRenderer
@@ -92,6 +93,8 @@ class SyntheticVQADataModule(L.LightningDataModule):
             whole image (Idefics2 instruction tuning: 0.5).
         eval_image_splitting: Split every image in validation, test and predict.
         upscale_probability: Chance that a training image is randomly scaled up first.
+        resize_mode: ``"preserve_aspect"`` (Idefics2) or ``"square"``: every image resized to
+            ``max_image_size`` squared, whatever its aspect ratio (paper Table 5's baseline).
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
         eval_image_splitting: bool = False,
         upscale_probability: float = 0.0,
         pin_memory: bool | None = None,
+        resize_mode: ResizeMode = "preserve_aspect",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -138,6 +142,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
             max_image_size=hp.max_image_size,
             min_image_size=hp.min_image_size,
             upscale_probability=hp.upscale_probability,
+            resize_mode=hp.resize_mode,
         )
         self.renderer = SampleRenderer.for_processor(
             self.processor, image_splitting=hp.image_splitting, eval_image_splitting=hp.eval_image_splitting

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from vlmkit.data.formats import FORMATS, CaptionField, Format, Record
 from vlmkit.data.mixture import check_source_settings
-from vlmkit.data.synthetic import WORDS, _font, make_sample
+from vlmkit.data.synthetic import WORDS, _font, make_sample, noisy_alt_text
 
 _TEXT_ONLY = (
     ("Spell the word {w} backwards.", lambda w: w[::-1]),
@@ -36,7 +36,9 @@ def _page(rng: random.Random, width: int, lines: int) -> tuple[Image.Image, str]
     return image, "\n".join(rows)
 
 
-def synthetic_record(format: str, seed: int, index: int, min_size: int = 32, max_size: int = 64) -> Record:
+def synthetic_record(
+    format: str, seed: int, index: int, min_size: int = 32, max_size: int = 64, alt_text_noise: float = 0.0
+) -> Record:
     """Sample ``index`` of the synthetic ``format`` stream of ``seed``.
 
     Args:
@@ -45,6 +47,9 @@ def synthetic_record(format: str, seed: int, index: int, min_size: int = 32, max
         index: Sample index.
         min_size: Smallest side of generated shape images, in pixels.
         max_size: Largest side of generated shape images, in pixels.
+        alt_text_noise: For pairs, how noisy the web-style ``caption`` (alt-text) is: ``0`` gives the clean
+            caption, more gives partly wrong or irrelevant words (:func:`~vlmkit.data.synthetic.noisy_alt_text`);
+            ``synthetic_caption`` stays clean (paper Table 6).
 
     Returns:
         The record (its ``images`` entries are named ``"0.png"``, ``"1.png"``...).
@@ -62,7 +67,8 @@ def synthetic_record(format: str, seed: int, index: int, min_size: int = 32, max
 
     if format == "pair":
         sample = shape("caption")
-        data = {"images": ["0.png"], "caption": sample.caption, "synthetic_caption": "an image of " + sample.caption}
+        caption = noisy_alt_text(sample.caption, rng, alt_text_noise) if alt_text_noise > 0 else sample.caption
+        data = {"images": ["0.png"], "caption": caption, "synthetic_caption": "an image of " + sample.caption}
         return Record(key, format, data, [sample.image])
     if format == "pdf":
         image, text = _page(rng, 2 * max_size, rng.randint(1, 3))
@@ -124,6 +130,8 @@ class SyntheticSource:
         max_image_size: Longest processed image side for this source.
         min_image_size: Target shortest processed image side for this source.
         caption_field: For pairs, which caption to train on.
+        alt_text_noise: For pairs, corruption of the alt-text ``caption`` (see :func:`synthetic_record`); the
+            same samples with ``caption_field: synthetic_caption`` train on clean captions (paper Table 6).
         shuffle_turns: Shuffle the question/answer pairs of multi-turn conversations.
         image_splitting: Chance that a training sample of this source has its images split into 4 crops + the
             whole image (paper section 4.2: 0.5 for instruction data; pretraining splits nothing).
@@ -145,6 +153,7 @@ class SyntheticSource:
         eval_image_splitting: bool = False,
         seed: int = 0,
         num_samples: int = 100_000,
+        alt_text_noise: float = 0.0,
     ) -> None:
         check_source_settings(format, weight, min_image_size, max_image_size, image_splitting)
         self.format = format
@@ -158,6 +167,7 @@ class SyntheticSource:
         self.eval_image_splitting = eval_image_splitting
         self.seed = seed
         self.num_samples = num_samples
+        self.alt_text_noise = alt_text_noise
         self.max_image_pixels: int | None = None  # generated images are small
 
     @property
@@ -176,6 +186,6 @@ class SyntheticSource:
         """
         while True:
             for index in range(rank, self.num_samples, world):
-                yield synthetic_record(self.format, self.seed, index)
+                yield synthetic_record(self.format, self.seed, index, alt_text_noise=self.alt_text_noise)
             if not endless:
                 return

@@ -85,6 +85,7 @@ def plan_views(
     split_images: bool = False,
     scale: float = 1.0,
     tile_size: int | None = None,
+    square: bool = False,
 ) -> ImageViews:
     """The views a ``height x width`` image gives (from its size alone: nothing is decoded).
 
@@ -98,9 +99,13 @@ def plan_views(
         split_images: Split into crops + the whole image: the 4 quadrants, or with ``tile_size`` the tile grid.
         scale: Upscaling factor drawn for this image (not used with ``tile_size``).
         tile_size: Tile as Idefics3 does; every view is then one ``tile_size`` square.
+        square: Resize every view to ``max_image_size`` x ``max_image_size`` (rounded down to the patch size),
+            aspect ratio not kept: the paper's Table 5 baseline.
     """
     if tile_size is not None:
         view_height = view_width = tile_size
+    elif square:
+        view_height = view_width = max(patch_size, max_image_size // patch_size * patch_size)
     else:
         view_height, view_width = target_size(
             round(height * scale), round(width * scale), patch_size, max_image_size, min_image_size
