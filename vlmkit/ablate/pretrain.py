@@ -181,9 +181,14 @@ class TextPretraining(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW, linear warmup over 5% of the steps, then cosine decay to ``min_lr_ratio`` of the peak."""
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01)
-        schedule = WarmupCosineSchedule(optimizer, max(1, self.total_steps // 20), self.total_steps, self.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return _adamw_warmup_cosine(self, self.lr, self.total_steps, self.min_lr_ratio)
+
+
+def _adamw_warmup_cosine(module: nn.Module, lr: float, total_steps: int, min_lr_ratio: float) -> dict[str, Any]:
+    """AdamW over ``module``, linear warmup over 5% of ``total_steps``, then cosine decay (both pretrainings)."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.01)
+    schedule = WarmupCosineSchedule(optimizer, max(1, total_steps // 20), total_steps, min_lr_ratio)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 @torch.no_grad()
@@ -346,9 +351,7 @@ class ImagePretraining(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW, linear warmup over 5% of the steps, then cosine decay to ``min_lr_ratio`` of the peak."""
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01)
-        schedule = WarmupCosineSchedule(optimizer, max(1, self.total_steps // 20), self.total_steps, self.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return _adamw_warmup_cosine(self, self.lr, self.total_steps, self.min_lr_ratio)
 
 
 @torch.no_grad()
