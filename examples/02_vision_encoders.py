@@ -107,20 +107,20 @@ im = axes[0].imshow(ids.reshape(rows, cols), cmap="viridis")
 for r in range(rows):
     for c in range(cols):
         axes[0].text(c, r, int(ids[r * cols + c]), ha="center", va="center", fontsize=7, color="w")
-axes[0].set_title(f"bucket: pretrained position id per patch ({rows} x {cols} grid)")
+axes[0].set_title(f"bucket: pretrained id per patch ({rows} x {cols})")
 axes[1].imshow(
     interpolated[:, :3]
     .reshape(rows, cols, 3)
     .sub(interpolated[:, :3].min())
     .div(interpolated[:, :3].max() - interpolated[:, :3].min())
 )
-axes[1].set_title("interpolate: first 3 channels of the new positions")
+axes[1].set_title("interpolate: 3 channels of the new positions")
 axes[2].imshow(cos.reshape(rows, cols), cmap="magma", vmin=0, vmax=1)
 axes[2].set_title("cosine(bucketed, interpolated)")
 for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
-fig.suptitle("Positions for a grid the encoder was not pretrained on (lesson 2)")
+fig.suptitle(f"Positions for a {rows} x {cols} grid; the encoder was pretrained on {side} x {side} (lesson 2)")
 figure = _lesson.save(fig, "02_positions.png")
 
 # %% [markdown]

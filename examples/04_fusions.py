@@ -149,15 +149,23 @@ for ax, (name, allowed) in zip(axes, masks.items()):
     ax.imshow(allowed.T.float(), aspect="auto", cmap="Blues", interpolation="nearest")
     ax.set_xticks(range(len(tokens)))
     ax.set_xticklabels([t.replace("\n", "\\n") for t in tokens], rotation=90, fontsize=6)
+    ax.set_xlabel("text token")
     ax.set_ylabel("visual token (image 0 top, image 1 bottom)")
-    ax.set_title(f"media_masking={name!r}: text token -> visual tokens it may attend to")
+    ax.set_title(f"media_masking={name!r}")
 gates = [torch.tanh(b.attn_gate).item() for b in ca.fusion.blocks]
-axes[2].bar([f"block {i}" for i in range(len(gates))], [0.0] * len(gates), label="at init: tanh(0)", color="gray")
-axes[2].bar([f"block {i}" for i in range(len(gates))], gates, alpha=0.5, label="opened: tanh(0.5)")
+positions = torch.arange(len(gates)).float()
+axes[2].bar(positions - 0.2, [0.0] * len(gates), width=0.4, color="gray", label="at init: tanh(0) = 0")
+axes[2].bar(positions + 0.2, gates, width=0.4, color="tab:blue", label="opened: tanh(0.5)")
+for x in positions.tolist():
+    axes[2].text(x - 0.2, 0.01, "0", ha="center", fontsize=8)
+axes[2].set_xticks(positions.tolist(), [f"block {i}" for i in range(len(gates))])
 axes[2].set_ylim(0, 1)
-axes[2].set_title("gates (attention)")
+axes[2].set_title("attention gates")
 axes[2].legend(fontsize=7)
-fig.suptitle(f"Cross-attention fusion: media masks and gates ({GatedCrossAttentionBlock.__name__} per layer)")
+fig.suptitle(
+    f"Cross-attention fusion: which visual tokens each text token may attend to, and the gates "
+    f"({GatedCrossAttentionBlock.__name__} before each layer)"
+)
 figure = _lesson.save(fig, "04_cross_attention.png")
 
 # %% [markdown]

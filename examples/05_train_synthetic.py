@@ -5,8 +5,8 @@
 # training system `VLMModule` (a `LightningModule`: answer-only loss, teacher-forced validation accuracy, greedy
 # prediction) and trained by a plain Lightning `Trainer` on `SyntheticVQADataModule`: generated images of coloured
 # shapes with questions such as *"What color is the circle?"*. Everything starts from random weights, so what the
-# model can learn in a CPU minute is small: we ask only the colour question, with one shape per image, and compare
-# with the **majority baseline** (always answering the most common colour).
+# model can learn in under two CPU minutes is small: we ask only the colour question, with one shape per image,
+# and compare with the **majority baseline** (always answering the most common colour).
 #
 # The same composition in YAML is `recipes/quickstart.yaml` (`vlmkit fit --config ...`); the paper's recipe composes
 # SigLIP-SO400M + perceiver (64 latents) + Mistral-7B with LoRA (section 4).
@@ -147,5 +147,6 @@ _lesson.save(fig, "05_answers.png")
 
 # %% [markdown]
 # **What to remember.** `VisionLanguageModel` (the parts) + `VLMModule` (the training system) + a data module is all
-# a Lightning `Trainer` needs; from random init a CPU minute learns colours above the majority baseline, while shape
-# and position questions need longer (the README's quickstart). Next: lesson 6, spending more tokens per image.
+# a Lightning `Trainer` needs; from random init, under two CPU minutes learn colours well above the majority
+# baseline, while shape and position questions need longer (the README's quickstart). Next: lesson 6, spending
+# more tokens per image.

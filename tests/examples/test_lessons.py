@@ -9,23 +9,41 @@ run (lesson 5's accuracy above the majority baseline); those claims are measured
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LESSONS = sorted(p.stem for p in EXAMPLES.glob("[0-9][0-9]_*.py"))
 
 
 def run_lesson(name: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """Run ``examples/<name>.py`` in fast mode with figures in ``out``; return its global namespace."""
+    """Run ``examples/<name>.py`` in fast mode with figures in ``out``; return its global namespace.
+
+    What a lesson changes for the whole process (environment variables such as Lightning's ``PL_GLOBAL_SEED``,
+    transformers' log level and progress bars, the global RNG) is restored afterwards, so later tests see none of it.
+    """
+    from transformers.utils import logging as hf_logging
+
     monkeypatch.setenv("VLMKIT_LESSON_FAST", "1")
     monkeypatch.setenv("VLMKIT_EXAMPLES_OUT", str(out))
     monkeypatch.syspath_prepend(str(EXAMPLES))
     sys.modules.pop("_lesson", None)  # re-read the environment
-    return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
+    environ, verbosity, bars = dict(os.environ), hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    rng = torch.random.get_rng_state()
+    try:
+        return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        hf_logging.set_verbosity(verbosity)
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+        torch.random.set_rng_state(rng)
+        sys.modules.pop("_lesson", None)
 
 
 def assert_figures(out: Path, *names: str) -> None:
