@@ -126,7 +126,7 @@ print(f"CIDEr-D of the 3 captions (corpus of their references): {cider:.3f}")
 # ## Figure: per-example scores
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"wspace": 0.45})
 axes[0].barh([f"{p!r}" for p, _ in vqa_cases], vqa_scores, color="tab:blue")
 axes[0].set_xlim(0, 1)
 axes[0].set_title("VQA accuracy per answer")
@@ -135,7 +135,7 @@ axes[1].set_xlim(0, 1)
 axes[1].set_title("ANLS per answer")
 for ax in axes:
     ax.invert_yaxis()
-fig.suptitle(f"Benchmark metrics on hand-written answers (CIDEr-D of 3 captions: {cider:.2f}) (lesson 8)")
+fig.suptitle(f"Benchmark metrics on hand-written answers (CIDEr-D of 3 captions: {cider:.2f}) (lesson 8)", y=1.05)
 figure = _lesson.save(fig, "08_metrics.png")
 
 # %% [markdown]
