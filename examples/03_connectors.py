@@ -11,7 +11,7 @@
 # | mapping network (MAPL, Mañas et al. 2023) | `MappingNetwork` | fixed | Table 11: 51.8 |
 # | perceiver resampler (learned pooling) | `PerceiverResampler` | `num_latents` (Idefics2: 64) | Table 11: 60.3 |
 # | no pooling: an MLP per patch (LLaVA) | `MLPProjection` | one per patch (729 at 378 px) | Table 3: 51.8 vs 60.3 |
-# | pixel shuffle (Idefics3, SmolVLM) | `PixelShuffleConnector` | patches / r^2 | after the paper |
+# | pixel shuffle (Idefics3: r = 2, SmolVLM: r = 3 or 4) | `PixelShuffleConnector` | patches / r^2 | after the paper |
 #
 # Run: `python examples/03_connectors.py`. Figure: `examples/out/03_perceiver_attention.png`.
 

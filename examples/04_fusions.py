@@ -78,8 +78,8 @@ for name, vlm in models.items():
 # %% [markdown]
 # (`Ġ` marks a word that starts with a space, as byte-level BPE tokenizers write it.) With the perceiver's 8
 # latents each image is 8 `<image>` placeholders in the fully autoregressive sequence and one
-# marker with cross-attention: the sequence is shorter, but the blocks are new parameters (Idefics1 added 1.3B of
-# them to a 7B LM, section 3.2).
+# marker with cross-attention: the sequence is shorter, but the blocks are new parameters (in the paper's comparison
+# on Mistral-7B, 1.3B more trainable parameters than the fully autoregressive model, section 3.2).
 #
 # ## Cross-attention starts as the language model alone
 #

@@ -69,8 +69,8 @@ for split in (False, True):
 # ## The cost table at the paper's sizes
 #
 # `token_budget` with Idefics2's settings (patch 14, longest side 980, shortest 378; 64 tokens per view) beside
-# the alternatives: no pooling (one token per patch, as LLaVA) and Idefics3's tiling (364 px tiles, pixel shuffle
-# r = 3: 81 tokens per tile, images first resized to 1456 px on the longest side).
+# the alternatives: no pooling (one token per patch, as LLaVA) and Idefics3's tiling (364 px tiles of 26 x 26
+# patches, pixel shuffle r = 2: 169 tokens per tile, images first resized to 1456 px on the longest side).
 
 # %%
 print(
@@ -81,8 +81,8 @@ paper_rows = []
 
 
 def shuffled(rows: int, cols: int) -> int:
-    """Pixel shuffle r = 3: one token per 3 x 3 block of patches (26 x 26 patches per tile -> 81)."""
-    return -(-rows // 3) * -(-cols // 3)
+    """Idefics3's pixel shuffle, r = 2: one token per 2 x 2 block of patches (26 x 26 patches per tile -> 169)."""
+    return -(-rows // 2) * -(-cols // 2)
 
 
 for w, h in [(640, 480), (1024, 768), (800, 2000), (2000, 300)]:

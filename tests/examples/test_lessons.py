@@ -150,7 +150,7 @@ def test_06_image_splitting(tmp_path, monkeypatch):
     assert ns["budgets"][True].visual_tokens == 5 * ns["budgets"][False].visual_tokens
     for _, perceiver, per_patch, tiled in ns["paper_rows"]:
         assert perceiver == [64, 320]
-        assert per_patch[1] == 5 * per_patch[0] and tiled % 81 == 0
+        assert per_patch[1] == 5 * per_patch[0] and tiled % 169 == 0  # 169 tokens per Idefics3 tile
     assert_figures(tmp_path, "06_split.png")
 
 
