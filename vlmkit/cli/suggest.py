@@ -9,13 +9,22 @@ from vlmkit.errors import UserInputError
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """The candidates closest to ``word`` (difflib's ratio >= 0.6; also by the last dotted component)."""
+    """The candidates closest to ``word`` (difflib's ratio >= 0.6).
+
+    Dotted names (``--trainer.max_steps``, ``vlmkit.connectors.MLPProjection``) are compared by their last component
+    among the candidates with the same prefix first, so a shared prefix does not make every name look close.
+    """
     candidates = list(dict.fromkeys(candidates))
-    matches = difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)
-    if not matches and "." in word:  # a class path: compare the class names
-        by_name = {c.rsplit(".", 1)[-1]: c for c in candidates}
-        matches = [by_name[m] for m in difflib.get_close_matches(word.rsplit(".", 1)[-1], list(by_name), n=n)]
-    return matches
+    prefix, _, name = word.rpartition(".")
+    for pool in ([c for c in candidates if c.rpartition(".")[0] == prefix], candidates):
+        by_name: dict[str, str] = {}
+        for candidate in pool:
+            by_name.setdefault(candidate.rpartition(".")[2], candidate)
+        if prefix and by_name:
+            matches = difflib.get_close_matches(name, list(by_name), n=n, cutoff=0.6)
+            if matches:
+                return [by_name[m] for m in matches]
+    return difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)
 
 
 def did_you_mean(word: str, candidates: Iterable[str], show_all: int = 12) -> str:
