@@ -71,7 +71,12 @@ def test_resuming_a_run_that_saved_nothing_is_one_line_before_anything_is_built(
         f"vlmkit: error: --ckpt_path last: no checkpoint {tmp_path / 'checkpoints' / 'last.ckpt'} (the run folder is "
         f"trainer.default_root_dir={tmp_path}); run `vlmkit fit` without --ckpt_path to start a run"
     )
-    assert "Seed set" not in capsys.readouterr().err + capsys.readouterr().out  # stopped before seeding and building
+    assert "Seed set" not in "".join(capsys.readouterr())  # stopped before seeding and building
+    missing = tmp_path / "stage1.ckpt"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", QUICKSTART, f"--trainer.default_root_dir={tmp_path}", f"--model.init_from={missing}"])
+    assert str(exit_info.value) == f"vlmkit: error: --model.init_from checkpoint not found: {missing}"
+    assert "Seed set" not in "".join(capsys.readouterr())
 
 
 @pytest.mark.integration

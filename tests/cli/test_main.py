@@ -41,3 +41,12 @@ def test_an_unknown_command_is_one_line_with_the_close_match(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fitt", "--config", "recipes/quickstart.yaml"])
     assert str(exit_info.value).startswith("vlmkit: error: unknown command 'fitt'; did you mean fit?")
+
+
+def test_budget_is_a_subcommand(capsys):
+    main(["budget", "--sizes", "384x384", "--patch-size", "14", "--tokens-per-image", "64"])
+    out = capsys.readouterr().out
+    assert "| 384x384 | 378x378 | 729 | 64 |" in out
+    with pytest.raises(SystemExit):
+        main(["budget", "--help"])
+    assert capsys.readouterr().out.startswith("usage: vlmkit budget")

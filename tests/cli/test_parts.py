@@ -18,7 +18,9 @@ def _kind(title):
 
 def test_every_exported_connector_and_no_helper_is_a_connector():
     found = {public_path(cls) for cls in parts(_kind("connectors"))}
-    exported = {f"vlmkit.connectors.{n}" for n in vlmkit.connectors.__all__ if inspect.isclass(getattr(vlmkit.connectors, n))}
+    exported = {
+        f"vlmkit.connectors.{n}" for n in vlmkit.connectors.__all__ if inspect.isclass(getattr(vlmkit.connectors, n))
+    }
     assert found == exported
     fusions = {cls.__name__ for cls in parts(_kind("fusions"))}
     assert fusions == {"CrossAttentionFusion", "FullyAutoregressiveFusion"}  # not GatedCrossAttentionBlock

@@ -11,7 +11,9 @@ RECIPES = ROOT / "recipes"
 
 
 def test_purpose_is_the_opening_comments_first_clause():
-    text = "# Quickstart: trains a tiny VLM from scratch on CPU (or on the GPU) -- a SigLIP-style encoder.\n#\nseed: 0\n"
+    text = (
+        "# Quickstart: trains a tiny VLM from scratch on CPU (or on the GPU) -- a SigLIP-style encoder.\n#\nseed: 0\n"
+    )
     assert purpose(text) == "Quickstart: trains a tiny VLM from scratch on CPU (or on the GPU)"
     text = "# MAPL's mapping network (Manas et al. 2023). More.\nx: 1\n"
     assert purpose(text) == "MAPL's mapping network (Manas et al. 2023)"  # "al." does not end the sentence
@@ -64,7 +66,9 @@ def test_a_fragment_first_says_which_recipe_goes_before_it(monkeypatch):
 
 def test_missing_file_and_ablation_spec_are_named(monkeypatch):
     monkeypatch.chdir(ROOT)
-    with pytest.raises(RecipeError, match=r"recipes/quickstrat.yaml: no such file; did you mean recipes/quickstart.yaml"):
+    with pytest.raises(
+        RecipeError, match=r"recipes/quickstrat.yaml: no such file; did you mean recipes/quickstart.yaml"
+    ):
         check_configs(["fit", "--config=recipes/quickstrat.yaml"])
     with pytest.raises(RecipeError, match=r"ablation spec.*vlmkit ablate --config recipes/ablations/fusion.yaml"):
         check_configs(["fit", "-c", "recipes/ablations/fusion.yaml"])

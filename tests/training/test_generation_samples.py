@@ -14,10 +14,17 @@ QUESTION = [{"type": "image"}, "What color?"]
 
 def _samples(vlm):
     processor = VLMProcessor.from_model(vlm, max_image_size=32, min_image_size=16)
-    images = [Image.new("RGB", (32, 16), "red"), Image.new("RGB", (16, 32), "blue"), Image.new("RGB", (32, 32), "green")]
-    rows = [([images[0]], [Turn("user", QUESTION), Turn("assistant", ["red"])]),
-            ([], [Turn("user", ["No image here?"]), Turn("assistant", ["yes it is"])]),
-            ([images[1], images[2]], [Turn("user", [*QUESTION, {"type": "image"}]), Turn("assistant", ["blue"])])]  # fmt: skip
+    images = [
+        Image.new("RGB", (32, 16), "red"),
+        Image.new("RGB", (16, 32), "blue"),
+        Image.new("RGB", (32, 32), "green"),
+    ]
+    two_images = [Turn("user", [*QUESTION, {"type": "image"}]), Turn("assistant", ["blue"])]
+    rows = [
+        ([images[0]], [Turn("user", QUESTION), Turn("assistant", ["red"])]),
+        ([], [Turn("user", ["No image here?"]), Turn("assistant", ["yes it is"])]),
+        ([images[1], images[2]], two_images),
+    ]
     train = [processor(imgs, turns) for imgs, turns in rows]
     prompts = [processor(imgs, turns[:1], add_generation_prompt=True) for imgs, turns in rows]
     return train, prompts

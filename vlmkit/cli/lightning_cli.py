@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Any, Literal, NoReturn
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from jsonargparse._common import debug_mode_active
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -128,8 +128,10 @@ def _describe(differences: list[tuple[tuple[str, ...], Any, Any]], limit: int = 
 
 
 class VLMKitParser(LightningArgumentParser):
-    """The parser of ``vlmkit``: an error in the arguments is one line naming the option, close matches and the
-    valid names (:func:`~vlmkit.cli.parse_errors.one_line_parse_error`), not the usage."""
+    """The parser of ``vlmkit``: an error in the arguments is one line, not the usage.
+
+    It names the option, its close matches and the valid names (:func:`~vlmkit.cli.parse_errors.one_line_parse_error`).
+    """
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         """Print ``vlmkit: error: <one line>`` and exit with status 2 (where jsonargparse would exit)."""
@@ -187,6 +189,9 @@ class VLMKitCLI(LightningCLI):
 
         subcommand = self.config.get("subcommand")
         section = self.config[subcommand] if subcommand else None
+        init_from = section.get("model", {}).get("init_from") if section is not None else None
+        if init_from:  # checked before the (possibly large) model is built; loaded when training starts
+            existing_checkpoint(init_from, "--model.init_from checkpoint")
         ckpt_path = section.get("ckpt_path") if section is not None else None
         if ckpt_path == "last":
             ckpt_path = section["ckpt_path"] = str(self._last_checkpoint(subcommand, section))
@@ -234,7 +239,6 @@ class VLMKitCLI(LightningCLI):
             sys.stderr.write(f"vlmkit: error: the model configuration saved in {path} does not parse\n")
             raise
 
-
     @staticmethod
     def _last_checkpoint(subcommand: str, section: Any) -> Any:
         """``<run>/checkpoints/last.ckpt`` of the configuration; an error naming it when it does not exist."""
@@ -261,7 +265,9 @@ class VLMKitCLI(LightningCLI):
         if self.subcommand in ("validate", "test", "predict") and ckpt_path and logger in (None, True):
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            kwargs.setdefault("logger", TensorBoardLogger(save_dir=run_folder(ckpt_path), name="", version=self.subcommand))
+            kwargs.setdefault(
+                "logger", TensorBoardLogger(save_dir=run_folder(ckpt_path), name="", version=self.subcommand)
+            )
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         if self.subcommand == "fit" and section.get("training_logs", True):
             configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []

@@ -1,9 +1,9 @@
 """``vlmkit list``: the recipes with their purpose, and vlmkit's parts per kind with their arguments.
 
-    vlmkit list                 # recipes, then every kind of part
-    vlmkit list recipes         # recipes only (reads YAML only: no torch)
-    vlmkit list connectors      # one kind (vision-encoders, connectors, fusions, language-models, data-modules,
-                                # sources, callbacks)
+vlmkit list                 # recipes, then every kind of part
+vlmkit list recipes         # recipes only (reads YAML only: no torch)
+vlmkit list connectors      # one kind (vision-encoders, connectors, fusions, language-models, data-modules,
+                            # sources, callbacks)
 """
 
 from __future__ import annotations
@@ -45,14 +45,18 @@ def recipes_table(root: Path) -> str:
     ]
     for info in infos:
         name = info.path.relative_to(root).as_posix()
-        on = f" [fragment, on {' + '.join(Path(b).name for b in info.base) or 'a recipe'}]" if info.kind == "fragment" else ""
+        on = (
+            f" [fragment, on {' + '.join(Path(b).name for b in info.base) or 'a recipe'}]"
+            if info.kind == "fragment"
+            else ""
+        )
         tag = " [ablation]" if info.kind == "ablation" else on
         lines.append(f"  {name:<{width}}  {info.purpose}{tag}")
     return "\n".join(lines)
 
 
 def parts_table(kinds: Sequence[str] | None = None) -> str:
-    """vlmkit's parts of each kind (all when ``kinds`` is ``None``): class path, summary, constructor arguments."""
+    """Vlmkit's parts of each kind (all when ``kinds`` is ``None``): class path, summary, constructor arguments."""
     from vlmkit.cli.parts import KINDS, arguments, parts, public_path, summary
 
     lines = []

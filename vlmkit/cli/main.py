@@ -87,7 +87,7 @@ COMMANDS: dict[str, str] = {
     "generate": "answer a prompt about your own image(s) with a checkpoint or exported model",
     "chat": "talk with a model about images, with multi-turn history",
     "eval": "run lmms-eval tasks on a checkpoint (needs the lmms extra)",
-    "list": "the recipes with their purpose, and every part (encoders, connectors, fusions, LMs, data) with its arguments",
+    "list": "the recipes with their purpose, every part (encoders, connectors, fusions, LMs, data) with its arguments",
     "data": "build webdataset shards (vlmkit data build) or synthetic inputs (vlmkit data synth)",
     "report": "parameters and forward FLOPs per part of a recipe's model",
     "budget": "encoder patches and visual tokens an image costs (the token budget)",
@@ -135,9 +135,9 @@ def main(args: list[str] | None = None) -> None:
         print(top_level_help())
         return
     if argv[0] == "--version":
-        from vlmkit import __version__
+        from importlib.metadata import version
 
-        print(f"vlmkit {__version__}")
+        print(f"vlmkit {version('vlmkit')}")
         return
     quiet_third_party()
     try:

@@ -1,5 +1,6 @@
-"""jsonargparse's errors as one line that says what to do: the option or class path at fault, close matches, and the
-valid names (instead of ~50 lines of usage).
+"""jsonargparse's errors as one line that says what to do (instead of ~50 lines of usage).
+
+The line names the option or class path at fault, its close matches and the valid names.
 
 Handles an unknown option (``--trainer.max_stpes``), an unknown class path (``--model.vlm.connector
 vlmkit.connectors.MLPProjektion``: vlmkit's connectors are suggested), an unknown argument of a part

@@ -1,4 +1,6 @@
-"""vlmkit's parts by kind, found in the packages that export them: what ``vlmkit list`` prints and what a part slot's ``--help`` names.
+"""vlmkit's parts by kind, found in the packages that export them.
+
+What ``vlmkit list`` prints and what a part slot's ``--help`` names.
 
 A class is a part of a kind when the kind's packages export it (``__init__``) and has the methods of the kind's contract
 (:mod:`vlmkit.interfaces`) or derives from the kind's base class (data modules, callbacks); nothing is registered by
@@ -11,7 +13,7 @@ import importlib
 import inspect
 from dataclasses import dataclass
 
-from vlmkit import interfaces
+from vlmkit.interfaces import Connector, Fusion, LanguageModel, VisionEncoder
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,10 @@ class Kind:
 
 
 KINDS = (
-    Kind("vision encoders", ("vlmkit.vision",), ("vision_encoder",), contract=interfaces.VisionEncoder),
-    Kind("connectors", ("vlmkit.connectors",), ("connector",), contract=interfaces.Connector),
-    Kind("fusions", ("vlmkit.fusion",), ("fusion",), contract=interfaces.Fusion),
-    Kind("language models", ("vlmkit.llm",), ("language_model",), contract=interfaces.LanguageModel),
+    Kind("vision encoders", ("vlmkit.vision",), ("vision_encoder",), contract=VisionEncoder),
+    Kind("connectors", ("vlmkit.connectors",), ("connector",), contract=Connector),
+    Kind("fusions", ("vlmkit.fusion",), ("fusion",), contract=Fusion),
+    Kind("language models", ("vlmkit.llm",), ("language_model",), contract=LanguageModel),
     Kind("data modules", ("vlmkit.data", "vlmkit.eval"), ("data",), base="lightning.pytorch.LightningDataModule"),
     Kind("sources", ("vlmkit.data",), ("sources", "val_sources"), suffix="Source"),
     Kind("callbacks", ("vlmkit.training", "vlmkit.ablate"), ("callbacks",), base="lightning.pytorch.Callback"),
@@ -113,8 +115,8 @@ def arguments(cls: type) -> list[str]:
             continue
         text = name
         if param.annotation is not param.empty:
-            annotation = param.annotation if isinstance(param.annotation, str) else inspect.formatannotation(
-                param.annotation
+            annotation = (
+                param.annotation if isinstance(param.annotation, str) else inspect.formatannotation(param.annotation)
             )
             text += f": {annotation}"
         if param.default is not param.empty:

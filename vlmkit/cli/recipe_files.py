@@ -58,12 +58,17 @@ def opening_comment(text: str) -> str:
 
 
 def purpose(text: str, width: int = 150) -> str:
-    """The opening comment's first clause, on one line: ``Title: what it does`` up to ``--``, ``;``, ``:`` or the
-    sentence's end, shortened to about ``width`` characters at a word (marked ``...``)."""
+    """The opening comment's first clause, on one line.
+
+    ``Title: what it does`` up to ``--``, ``;``, ``:`` or the sentence's end (outside parentheses), shortened to
+    about ``width`` characters at a word (marked ``...``).
+    """
     words = " ".join(opening_comment(text).split("\n\n")[0].split())
     title, sep, rest = words.partition(": ")
     head, body = (title + ": ", rest) if sep and len(title) <= 60 else ("", words)
-    ends = (m.start() for m in _CLAUSE_END.finditer(body) if body.count("(", 0, m.start()) == body.count(")", 0, m.start()))
+    ends = (
+        m.start() for m in _CLAUSE_END.finditer(body) if body.count("(", 0, m.start()) == body.count(")", 0, m.start())
+    )
     cut = next(ends, len(body))  # the first clause end outside parentheses
     line = (head + body[:cut]).rstrip(" .,")
     if len(line) > width:
@@ -98,8 +103,11 @@ def _get(tree: Any, *keys: str) -> Any:
 
 
 def classify(config: Any) -> RecipeKind:
-    """``recipe`` if the YAML builds a model (``model.vlm.class_path``) and its data (``data.class_path``) alone,
-    ``ablation`` for a ``vlmkit ablate`` spec (``arms``), else ``fragment``."""
+    """What a recipe's YAML is.
+
+    ``recipe`` if it builds a model (``model.vlm.class_path``) and its data (``data.class_path``) alone,
+    ``ablation`` for a ``vlmkit ablate`` spec (``arms``), else ``fragment``.
+    """
     if isinstance(config, dict) and "arms" in config:
         return "ablation"
     if _get(config, "model", "vlm", "class_path") and _get(config, "data", "class_path"):
@@ -185,7 +193,10 @@ def check_configs(argv: list[str]) -> None:
         command = " ".join(f"--config {b}" for b in first.base)
         where = f"put {' '.join(first.base)} first"
     else:
-        command, where = "--config recipes/quickstart.yaml", "put a complete recipe (e.g. recipes/quickstart.yaml) first"
+        command, where = (
+            "--config recipes/quickstart.yaml",
+            "put a complete recipe (e.g. recipes/quickstart.yaml) first",
+        )
     raise RecipeError(
         f"--config {first.path} is a fragment (it builds no model or data alone): {where}, as in "
         f"`vlmkit {_subcommand(argv)} {command} --config {first.path}`"
