@@ -156,6 +156,8 @@ class SyntheticSource:
         alt_text_noise: float = 0.0,
     ) -> None:
         check_source_settings(format, weight, min_image_size, max_image_size, image_splitting)
+        if not 0.0 <= alt_text_noise <= 1.0:
+            raise ValueError(f"alt_text_noise must be in [0, 1], got {alt_text_noise}")
         self.format = format
         self.weight = weight
         self.max_length = max_length
