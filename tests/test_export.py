@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     batch = next(iter(cli.datamodule.val_dataloader()))
     with torch.no_grad():
         logits = cli.model(batch).logits
-    return Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", batch, logits
+    return Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt", batch, logits
 
 
 def _fresh(*overrides):
@@ -103,7 +103,7 @@ def test_qlora_export_merges_into_dequantized_weights_and_reproduces_the_logits(
     batch = next(iter(cli.datamodule.val_dataloader()))
     with torch.no_grad():
         logits = trained(batch).logits
-    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    ckpt = Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
     main(["export", *recipe, "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "merged")])
     state = load_file(tmp_path / "merged" / "model.safetensors")

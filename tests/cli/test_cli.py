@@ -43,14 +43,14 @@ def test_fit_logs_to_tensorboard_and_checkpoints(trained):
     for tag in ("train/loss", "train/tokens_per_sec", "train/images_per_sec", "val/accuracy", "val/majority_baseline"):
         assert tag in tags, tags
     assert any(t.startswith("train/lr_") for t in tags)
-    assert (log_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (Path(root) / "checkpoints" / "last.ckpt").is_file()  # the run folder, whatever the log version
     assert (log_dir / "config.yaml").is_file()
 
 
 @pytest.mark.integration
 def test_checkpoint_rebuilds_the_model_from_its_config(trained):
     cli, _ = trained
-    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    ckpt = Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
     loaded = VLMModule.load_from_checkpoint(ckpt, weights_only=False)
     batch = next(iter(cli.datamodule.val_dataloader()))
     cli.model.eval()
@@ -61,7 +61,7 @@ def test_checkpoint_rebuilds_the_model_from_its_config(trained):
 @pytest.mark.integration
 def test_validate_and_predict_from_checkpoint(trained, tmp_path):
     cli, _ = trained
-    ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    ckpt = str(Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt")
     common = [*SMALL, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
     validate = build_cli(["validate", "--config", QUICKSTART, *common, f"--ckpt_path={ckpt}"])
     metrics = validate.trainer.callback_metrics
@@ -128,7 +128,7 @@ def _one_error_line(stderr):
 @pytest.mark.integration
 def test_a_checkpoint_of_another_model_does_not_silently_win(trained, tmp_path):
     cli, _ = trained
-    ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")  # a perceiver model
+    ckpt = str(Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt")  # a perceiver model
     common = ["validate", "--config", QUICKSTART, *SMALL, f"--trainer.default_root_dir={tmp_path}", "--ckpt_path", ckpt]
     code, stderr = _vlmkit(*common, "--model.vlm.connector", "vlmkit.connectors.MLPProjection")
     line = _one_error_line(stderr)
@@ -150,7 +150,7 @@ def test_a_checkpoint_of_another_model_does_not_silently_win(trained, tmp_path):
 @pytest.mark.integration
 def test_missing_and_truncated_checkpoints_are_one_line_naming_the_file(trained, tmp_path):
     cli, _ = trained
-    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    ckpt = Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     base = ["--config", QUICKSTART, *SMALL, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=1"]

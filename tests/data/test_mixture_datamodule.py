@@ -196,3 +196,16 @@ def test_resuming_with_another_num_workers_says_what_differs_and_what_to_pass(sh
         next(iter(other))
     same = datamodule(shard_dirs, tiny_vlm, num_workers=saved).train_dataloader()
     same.load_state_dict(state)  # the same number still resumes
+
+
+def test_the_data_report_header_names_the_data_not_the_trainer_stage(caplog):
+    """The report printed at teardown says "training data", not ``training data (TrainerFn.FITTING)``."""
+    import logging
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    stats = types.SimpleNamespace(totals=lambda: {"used": 1}, report=lambda: "source  used\nsynthetic  1")
+    module = types.SimpleNamespace(train_stats=stats, val_stats=None, log_counts=lambda: None)
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        MixtureDataModule.teardown(module, TrainerFn.FITTING)
+    assert "\ntraining data:\nsource  used" in caplog.text and "TrainerFn" not in caplog.text

@@ -329,3 +329,19 @@ def test_pretrained_checkpoint_gets_image_tokens_with_mean_initialised_rows(tmp_
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TransformersCausalLM(**kwargs)
+
+
+def test_reading_the_cache_of_an_output_without_one_does_not_warn(monkeypatch):
+    """transformers >= 5.2x warns when ``past_key_values`` (an alias of ``cache``) is read; vlmkit never reads it."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+    from transformers.utils import generic
+
+    from vlmkit.llm.transformers_lm import output_cache
+
+    warned = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda *a, **k: warned.append(a))
+    output = CausalLMOutputWithPast(logits=torch.zeros(1, 1, 2))
+    assert output_cache(output) is None
+    assert warned == []
+    cached = CausalLMOutputWithPast(logits=torch.zeros(1, 1, 2), cache="kv")
+    assert output_cache(cached) == "kv" and warned == []

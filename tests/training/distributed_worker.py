@@ -49,6 +49,7 @@ from vlmkit.eval.task import EvalTask  # noqa: E402
 from vlmkit.llm import TransformersCausalLM  # noqa: E402
 from vlmkit.model import VisionLanguageModel  # noqa: E402
 from vlmkit.training.divergence import DivergenceGuard  # noqa: E402
+from vlmkit.training.grad_norms import part_grad_norms  # noqa: E402
 from vlmkit.training.module import VLMModule  # noqa: E402
 from vlmkit.training.prediction_writer import PredictionWriter  # noqa: E402
 from vlmkit.training.preemption import PreemptionCheckpoint  # noqa: E402
@@ -64,6 +65,19 @@ class Losses(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses[trainer.global_step] = float(outputs["loss"])
+
+
+class GradNorms(Callback):
+    """Each step's per-part gradient norms (``PartGradNorms``'s computation), written per rank."""
+
+    def __init__(self, out: Path, name: str):
+        self.path, self.norms = out / f"{name}_grad_norms_rank{{rank}}.json", []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.norms.append({k: float(v) for k, v in part_grad_norms(pl_module.vlm).items()})
+
+    def on_train_end(self, trainer, pl_module):
+        Path(str(self.path).format(rank=trainer.global_rank)).write_text(json.dumps(self.norms))
 
 
 class NaNOnRank1(VLMModule):
@@ -131,14 +145,14 @@ def run(
 
 def main(out: Path, lm_path: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    run("ddp", out, DDPStrategy(process_group_backend="gloo"))
+    run("ddp", out, DDPStrategy(process_group_backend="gloo"), callbacks=[GradNorms(out, "ddp")])
     fsdp = dict(data_parallel_size=2, tensor_parallel_size=1, process_group_backend="gloo")
-    run("fsdp", out, ModelParallelStrategy(**fsdp), checkpoints=True)
+    run("fsdp", out, ModelParallelStrategy(**fsdp), checkpoints=True, callbacks=[GradNorms(out, "fsdp")])
     run("fsdp_resumed", out, ModelParallelStrategy(**fsdp), ckpt_path=str(out / "fsdp_ckpt" / "epoch=0-step=2.ckpt"))
     guard = DivergenceGuard(window=1, spike_factor=100.0, action="rollback")
     run("fsdp_rollback", out, ModelParallelStrategy(**fsdp), checkpoints=True, module_class=NaNOnRank1, guard=guard)
     hybrid = FullyShard(shard_size=1, activation_checkpointing=True)  # 2-D mesh [2, 1], blocks recomputed
-    run("hsdp", out, ModelParallelStrategy(**fsdp), sharding=hybrid)
+    run("hsdp", out, ModelParallelStrategy(**fsdp), sharding=hybrid, callbacks=[GradNorms(out, "hsdp")])
     lora = LoRA(rank=4, alpha=8, dropout=0.0)  # frozen base + adapters + trainable new-token rows in one block
     run("ddp_lora", out, DDPStrategy(process_group_backend="gloo"), train_language_model=lora)
     run("fsdp_lora", out, ModelParallelStrategy(**fsdp), train_language_model=lora)

@@ -91,6 +91,20 @@ def test_fsdp2_full_weights_identical_across_ranks_and_equal_ddp(runs, name):
         assert ours == pytest.approx(theirs, abs=1e-5)
 
 
+@pytest.mark.parametrize("name", ["fsdp", "hsdp"])
+def test_per_part_gradient_norms_of_sharded_gradients_equal_ddps(runs, name):
+    """``PartGradNorms`` reduces each part's squared norm over the shards only (HSDP: not over the replicas)."""
+    reference = json.loads((runs / "ddp_grad_norms_rank0.json").read_text())
+    assert set(reference[0]) == {"connector", "language_model", "total"}  # the encoder is frozen here
+    for rank in (0, 1):
+        norms = json.loads((runs / f"{name}_grad_norms_rank{rank}.json").read_text())
+        assert len(norms) == len(reference)
+        for got, expected in zip(norms, reference):
+            assert got.keys() == expected.keys()
+            for part in expected:
+                assert abs(got[part] - expected[part]) <= 1e-4 * max(1.0, expected[part]), (name, rank, part)
+
+
 def test_sharded_checkpoint_resumes_to_the_same_weights(runs):
     checkpoint = runs / "fsdp_ckpt" / "epoch=0-step=2.ckpt"
     assert checkpoint.is_dir() and len(list(checkpoint.glob("*.distcp"))) == 2  # one shard per rank

@@ -13,22 +13,29 @@ Errors in what the user gave (files, checkpoints, data) print one line, ``vlmkit
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
+from jsonargparse._common import debug_mode_active
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
+from vlmkit.cli.parse_errors import one_line_parse_error
+from vlmkit.cli.run_paths import RunPaths, checkpoint_callbacks, run_folder
+from vlmkit.cli.slot_help import install_slot_help
 from vlmkit.errors import CheckpointError
+from vlmkit.training.generation_samples import GenerationSamples
+from vlmkit.training.grad_norms import PartGradNorms
+from vlmkit.training.loss_spikes import LossSpikeMarkers
 from vlmkit.training.module import VLMModule
 
 DESCRIPTION = (
     "vlmkit: build, train and evaluate vision-language models from swappable parts "
     "(vision encoder, connector, fusion, language model). Example: vlmkit fit --config recipes/quickstart.yaml. "
-    "Also: `vlmkit data synth|build` (webdataset shards), `vlmkit export` (merged weights or adapters), "
-    "`vlmkit export-idefics2` / `export-idefics3` (a transformers Idefics2 / Idefics3 or SmolVLM checkpoint), "
-    "`vlmkit report` (parameters and FLOPs per part), `vlmkit ablate` (the paper's ablations at toy scale); each has "
-    "its own --help."
+    "`vlmkit --help` lists every command (list, data, report, budget, export, generate, chat, eval, ablate, ...); "
+    "`vlmkit list` every recipe and part."
 )
 
 ConfigMismatch = Literal["error", "use_checkpoint", "use_command_line"]
@@ -120,12 +127,52 @@ def _describe(differences: list[tuple[tuple[str, ...], Any, Any]], limit: int = 
     return "; ".join(parts[:limit]) + more
 
 
+class VLMKitParser(LightningArgumentParser):
+    """The parser of ``vlmkit``: an error in the arguments is one line, not the usage.
+
+    It names the option, its close matches and the valid names (:func:`~vlmkit.cli.parse_errors.one_line_parse_error`).
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """Print ``vlmkit: error: <one line>`` and exit with status 2 (where jsonargparse would exit)."""
+        if not self.exit_on_error or debug_mode_active():
+            super().error(message, ex)  # raises, as jsonargparse does (nested parsers try alternatives this way)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        sys.stderr.write(f"vlmkit: error: {one_line_parse_error(message, parser)}\n")
+        sys.exit(2)
+
+
+DEFAULT_CALLBACKS = (PartGradNorms, LossSpikeMarkers, GenerationSamples)
+"""What ``vlmkit fit`` adds to every run unless ``--training_logs false`` (a recipe may configure them itself)."""
+
+
 class VLMKitCLI(LightningCLI):
-    """``LightningCLI`` that reads ``--ckpt_path`` safely and never lets the checkpoint's model silently win."""
+    """``LightningCLI`` that reads ``--ckpt_path`` safely and never lets the checkpoint's model silently win.
+
+    Also (see :mod:`vlmkit.cli.run_paths`): checkpoints in ``<run>/checkpoints/`` whatever the logger's version, a
+    rerun replacing ``last.ckpt`` instead of writing ``last-v1.ckpt``, ``--ckpt_path last`` resolved there (a missing
+    one is an error), ``validate``/``test``/``predict`` logging next to the checkpoint they evaluate, and one line at
+    the end of ``fit`` naming the checkpoint and the logs. ``fit`` logs gradient norms per part, loss spikes and a few
+    generated answers to TensorBoard (``--training_logs``); vlmkit's per-part table replaces Lightning's summary.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        install_slot_help()
+        kwargs.setdefault("parser_class", VLMKitParser)
+        trainer_defaults = {"enable_model_summary": False, **kwargs.pop("trainer_defaults", {})}
+        super().__init__(*args, trainer_defaults=trainer_defaults, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add ``--config_mismatch``; give the model the evaluator its data brings (evaluation tasks)."""
+        """Add ``--config_mismatch`` and ``--training_logs``; give the model the evaluator its data brings."""
         parser.link_arguments("data", "model.evaluator", compute_fn=data_evaluator, apply_on="instantiate")
+        parser.add_argument(
+            "--training_logs",
+            type=bool,
+            default=True,
+            help="fit logs the gradient norm of each part (grad_norm/*), loss spikes (train/loss_spike) and a few "
+            "generated answers with their images at each validation (samples/*) to TensorBoard "
+            "(vlmkit.training.PartGradNorms, LossSpikeMarkers, GenerationSamples); false: none of them",
+        )
         parser.add_argument(
             "--config_mismatch",
             type=ConfigMismatch,
@@ -142,8 +189,13 @@ class VLMKitCLI(LightningCLI):
 
         subcommand = self.config.get("subcommand")
         section = self.config[subcommand] if subcommand else None
+        init_from = section.get("model", {}).get("init_from") if section is not None else None
+        if init_from:  # checked before the (possibly large) model is built; loaded when training starts
+            existing_checkpoint(init_from, "--model.init_from checkpoint")
         ckpt_path = section.get("ckpt_path") if section is not None else None
-        if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry") or "://" in str(ckpt_path):
+        if ckpt_path == "last":
+            ckpt_path = section["ckpt_path"] = str(self._last_checkpoint(subcommand, section))
+        if not ckpt_path or ckpt_path in ("best", "hpc", "registry") or "://" in str(ckpt_path):
             return  # Lightning's own names, and remote files: Lightning reads them
         path = existing_checkpoint(ckpt_path, "--ckpt_path checkpoint")
         trust = section.get("weights_only") is False
@@ -186,6 +238,80 @@ class VLMKitCLI(LightningCLI):
         except SystemExit:
             sys.stderr.write(f"vlmkit: error: the model configuration saved in {path} does not parse\n")
             raise
+
+    @staticmethod
+    def _last_checkpoint(subcommand: str, section: Any) -> Any:
+        """``<run>/checkpoints/last.ckpt`` of the configuration; an error naming it when it does not exist."""
+        from vlmkit.errors import CheckpointNotFoundError
+
+        paths = RunPaths.from_config(section)
+        if not paths.last.exists():
+            fresh = "run `vlmkit fit` without --ckpt_path to start a run" if subcommand == "fit" else "train it first"
+            raise CheckpointNotFoundError(
+                f"--ckpt_path last: no checkpoint {paths.last} (the run folder is trainer.default_root_dir="
+                f"{paths.root}); {fresh}"
+            )
+        return paths.last
+
+    def _section(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer, with vlmkit's run paths and (for ``fit``) its training logs."""
+        section = self._section()
+        paths = RunPaths.from_config(section)
+        ckpt_path = section.get("ckpt_path")
+        logger = section.get("trainer", {}).get("logger")
+        if self.subcommand in ("validate", "test", "predict") and ckpt_path and logger in (None, True):
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            kwargs.setdefault(
+                "logger", TensorBoardLogger(save_dir=run_folder(ckpt_path), name="", version=self.subcommand)
+            )
+        extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        if self.subcommand == "fit" and section.get("training_logs", True):
+            configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+            configured = configured if isinstance(configured, list) else [configured]
+            extra += [cls() for cls in DEFAULT_CALLBACKS if not any(isinstance(c, cls) for c in configured)]
+        trainer = self._instantiate_trainer({**self._get(self.config_init, "trainer", default={}), **kwargs}, extra)
+        for callback in trainer.checkpoint_callbacks:
+            if not isinstance(callback, ModelCheckpoint):
+                continue
+            if callback.dirpath is None:
+                callback.dirpath = os.path.realpath(paths.checkpoints)
+                if not checkpoint_callbacks(section.get("trainer")):  # Lightning's default one: keep the last
+                    callback.save_last = True
+            callback._enable_version_counter = False  # a rerun replaces last.ckpt, never writes last-v1.ckpt
+        self.run_paths = paths
+        return trainer
+
+    def before_fit(self) -> None:
+        """Say whether this run resumes or replaces the checkpoints an earlier run left in its folder."""
+        ckpt_path = self._section().get("ckpt_path")
+        last = self.run_paths.last
+        if not ckpt_path and last.exists() and self.trainer.is_global_zero:
+            print(
+                f"vlmkit: {self.run_paths.checkpoints} holds an earlier run's checkpoints: this run starts from the "
+                "recipe's weights and replaces them (--ckpt_path last resumes instead)",
+                flush=True,
+            )
+
+    def after_fit(self) -> None:
+        """One line: where the checkpoint and the logs are."""
+        if not self.trainer.is_global_zero:
+            return
+        callback = self.trainer.checkpoint_callback
+        saved = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+        where = f"checkpoint {_show(saved)} (step {self.trainer.global_step})" if saved else "no checkpoint"
+        logs = self.trainer.log_dir
+        log_text = f"; logs {_show(logs)} (tensorboard --logdir {_show(self.run_paths.root)})"
+        print(f"vlmkit: {where}{log_text if logs else ''}", flush=True)
+
+
+def _show(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    relative = os.path.relpath(path)
+    return os.path.abspath(path) if relative.startswith("..") else relative
 
 
 def data_evaluator(data: Any) -> Any:

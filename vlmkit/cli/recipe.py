@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from vlmkit.cli.lightning_cli import build_cli
+from vlmkit.cli.recipe_files import check_configs
 from vlmkit.training.checkpoints import load_model_weights
 from vlmkit.training.safe_loading import existing_checkpoint
 
@@ -30,7 +31,8 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, output_help: str, 
 
 
 def recipe_cli(recipe_args: list[str], ckpt_path: str | None) -> Any:
-    """The recipe's ``LightningCLI`` (built, not run), once ``ckpt_path`` (if any) is known to exist."""
+    """The recipe's ``LightningCLI`` (built, not run), once its files are checked and ``ckpt_path`` (if any) exists."""
+    check_configs(recipe_args)
     if ckpt_path is not None:
         existing_checkpoint(ckpt_path)  # fail before building the model
     return build_cli([*recipe_args, "--trainer.logger", "false"], run=False)

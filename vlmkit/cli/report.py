@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Sequence
 
 from vlmkit.cli.lightning_cli import build_cli
+from vlmkit.cli.recipe_files import check_configs
 from vlmkit.report import model_report
 
 
@@ -19,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-images", type=int, default=1, help="images of the sample")
     parser.add_argument("--image-size", type=int, nargs=2, default=None, help="processed image HEIGHT WIDTH")
     args, rest = parser.parse_known_args(argv)
+    check_configs(rest)
     cli = build_cli(rest, run=False)
     vlm = cli.model.vlm.eval()
     size = tuple(args.image_size) if args.image_size else (cli.datamodule.hparams.get("max_image_size", 384),) * 2

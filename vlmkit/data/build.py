@@ -13,8 +13,6 @@ import sys
 
 from vlmkit.data.formats import FORMATS
 from vlmkit.data.image_decode import DEFAULT_MAX_IMAGE_PIXELS
-from vlmkit.data.shards import read_input, write_shards
-from vlmkit.data.synthetic_sources import write_synthetic_jsonl
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +56,9 @@ def main(args: list[str] | None = None) -> dict:
         SystemExit: On bad arguments, a missing input, or skipped samples under ``--strict`` (nothing written).
     """
     options = _parser().parse_args(args)
+    from vlmkit.data.shards import read_input, write_shards  # after --help: it needs no torch
+    from vlmkit.data.synthetic_sources import write_synthetic_jsonl
+
     if options.command == "synth":
         path = write_synthetic_jsonl(options.format, options.num, options.output, options.seed)
         print(f"wrote {options.num} synthetic {options.format} samples to {path}")

@@ -299,4 +299,4 @@ class MixtureDataModule(L.LightningDataModule):
             if stats is not None and stats.totals():
                 if name == "training":
                     self.log_counts()
-                rank_zero_info(f"\n{name} data ({stage}):\n{stats.report()}")
+                rank_zero_info(f"\n{name} data:\n{stats.report()}")  # not the stage enum (TrainerFn.FITTING)

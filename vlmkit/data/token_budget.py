@@ -64,9 +64,12 @@ def budget_table(
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Print the token budget table (defaults: Idefics2 = SigLIP patch 14, 378..980 px, 64 tokens)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    """Print the token budget table (defaults: Idefics2 = SigLIP patch 14, 378..980 px, 64 tokens).
+
+    ``vlmkit budget`` runs it (``prog`` names the command in its help).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--patch-size", type=int, default=14, help="vision encoder patch size (SigLIP: 14)")
     parser.add_argument(
         "--tokens-per-image", type=int, default=64, help="visual tokens per view; 0 = one per patch (MLP connector)"

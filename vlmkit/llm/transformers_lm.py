@@ -249,4 +249,6 @@ _FOUR_D_MASK_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
 def output_cache(output: Any) -> Any:
     """The KV cache of a transformers output (``cache`` in transformers >= 5.2x, else ``past_key_values``)."""
     cache = getattr(output, "cache", None)
-    return cache if cache is not None else getattr(output, "past_key_values", None)
+    if cache is not None or isinstance(getattr(type(output), "past_key_values", None), property):
+        return cache  # transformers >= 5.2x: past_key_values is a deprecated alias of cache (reading it warns)
+    return getattr(output, "past_key_values", None)

@@ -1,6 +1,9 @@
 """The training system: the LightningModule, schedules and parameter groups."""
 
 from vlmkit.training.divergence import DivergenceError, DivergenceGuard
+from vlmkit.training.generation_samples import GenerationSamples
+from vlmkit.training.grad_norms import PartGradNorms
+from vlmkit.training.loss_spikes import LossSpikeMarkers
 from vlmkit.training.module import VLMModule
 from vlmkit.training.prediction_writer import PredictionWriter
 from vlmkit.training.preemption import PreemptionCheckpoint
@@ -13,6 +16,9 @@ __all__ = [
     "DivergenceGuard",
     "FSDP2Strategy",
     "FullyShard",
+    "GenerationSamples",
+    "LossSpikeMarkers",
+    "PartGradNorms",
     "PredictionWriter",
     "PreemptionCheckpoint",
     "VLMModule",
