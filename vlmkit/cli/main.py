@@ -1,8 +1,8 @@
 """The ``vlmkit`` console script: LightningCLI's subcommands plus vlmkit's own, registered here.
 
 ``fit``, ``validate``, ``test``, ``predict`` go to :func:`~vlmkit.cli.lightning_cli.build_cli`; ``data``, ``export``,
-``export-idefics2``, ``export-idefics3``, ``report`` and ``ablate`` to their own entry points, which this module
-imports (the command line is the top of the import graph: nothing below imports it). Errors in what the user gave
+``export-idefics2``, ``export-idefics3``, ``report``, ``ablate``, ``generate``, ``chat`` and ``eval`` to their own entry
+points, which this module imports (the command line is the top of the import graph: nothing below imports it). Errors in what the user gave
 (files, checkpoints, data) print one line, ``vlmkit: error: ...``, not a traceback.
 """
 
@@ -44,6 +44,24 @@ def _ablate(argv: list[str]) -> object:
     sys.exit(main(argv))
 
 
+def _generate(argv: list[str]) -> object:
+    from vlmkit.cli.generate import main
+
+    return main(argv)
+
+
+def _chat(argv: list[str]) -> object:
+    from vlmkit.cli.generate import chat_main
+
+    return chat_main(argv)
+
+
+def _eval(argv: list[str]) -> object:
+    from vlmkit.cli.eval import main
+
+    return main(argv)
+
+
 def _report(argv: list[str]) -> object:
     from vlmkit.cli.report import main
 
@@ -57,6 +75,9 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "export-idefics3": _export_idefics3,
     "report": _report,
     "ablate": _ablate,
+    "generate": _generate,
+    "chat": _chat,
+    "eval": _eval,
 }
 """vlmkit's own subcommands (imported when used); everything else is LightningCLI's."""
 
