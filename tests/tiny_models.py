@@ -95,7 +95,7 @@ TINY_PERCEIVER = {
 
 
 def tiny_composition(connector: dict | None = None, fusion: dict | None = None, **init_args) -> dict:
-    """The tiny SigLIP + Mistral VLM as a recipe's ``model.vlm`` (``class_path``/``init_args``); perceiver by default."""
+    """The tiny SigLIP + Mistral VLM as a recipe's ``model.vlm``; a perceiver connector by default."""
     parts = {
         "vision_encoder": {
             "class_path": "vlmkit.vision.TransformersVisionEncoder",

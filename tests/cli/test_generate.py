@@ -115,4 +115,3 @@ def test_a_missing_checkpoint_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--checkpoint", str(tmp_path / "none.ckpt"), "--prompt", "hi"])
     assert str(exit_info.value.code).startswith(f"vlmkit: error: checkpoint not found: {tmp_path / 'none.ckpt'}")
-

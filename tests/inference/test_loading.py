@@ -1,4 +1,4 @@
-"""``load_trained``: a Lightning checkpoint, a save_pretrained folder, a ``vlmkit export`` folder, errors in one line."""
+"""``load_trained``: a Lightning checkpoint, a save_pretrained folder, a ``vlmkit export`` folder, one-line errors."""
 
 import json
 

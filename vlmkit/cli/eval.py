@@ -28,7 +28,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser(
         prog="vlmkit eval",
-        description="Run lmms-eval tasks (e.g. mme,textvqa_val) on a trained model. Needs `pip install 'vlmkit[lmms]'`.",
+        description="Run lmms-eval tasks (e.g. mme,textvqa_val) on a trained model (pip install 'vlmkit[lmms]').",
     )
     add_model_arguments(parser)
     parser.add_argument("--tasks", required=True, help="comma-separated lmms-eval task names, e.g. mme,textvqa_val")

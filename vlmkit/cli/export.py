@@ -1,5 +1,7 @@
-"""``vlmkit export``: a recipe's model, a checkpoint loaded, and written as merged weights, adapters, or a
-``save_pretrained`` folder (:mod:`vlmkit.export`, :meth:`vlmkit.model.VisionLanguageModel.save_pretrained`).
+"""``vlmkit export``: a trained model as merged weights, adapters only, or a ``save_pretrained`` folder.
+
+The recipe's model is built, the checkpoint loaded, and :mod:`vlmkit.export` or
+:meth:`vlmkit.model.VisionLanguageModel.save_pretrained` writes it:
 
 vlmkit export --config recipes/quickstart.yaml --ckpt_path runs/.../last.ckpt --output_dir exported/
 vlmkit export --config recipes/quickstart.yaml --ckpt_path runs/.../last.ckpt --output_dir exported/ --format pretrained

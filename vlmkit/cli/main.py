@@ -2,8 +2,8 @@
 
 ``fit``, ``validate``, ``test``, ``predict`` go to :func:`~vlmkit.cli.lightning_cli.build_cli`; ``data``, ``export``,
 ``export-idefics2``, ``export-idefics3``, ``report``, ``ablate``, ``generate``, ``chat`` and ``eval`` to their own entry
-points, which this module imports (the command line is the top of the import graph: nothing below imports it). Errors in what the user gave
-(files, checkpoints, data) print one line, ``vlmkit: error: ...``, not a traceback.
+points, which this module imports (the command line is the top of the import graph: nothing below imports it).
+Errors in what the user gave (files, checkpoints, data) print one line, ``vlmkit: error: ...``, not a traceback.
 """
 
 from __future__ import annotations

@@ -159,7 +159,9 @@ def load_weights_strictly(vlm: torch.nn.Module, path: str | os.PathLike) -> None
     own = vlm.state_dict()
     with safe_open(str(path), framework="pt") as file:
         shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118
-    wrong = [f"{k} {shapes[k]} vs model {tuple(own[k].shape)}" for k in shapes if k in own and shapes[k] != own[k].shape]
+    wrong = [
+        f"{k} {shapes[k]} vs model {tuple(own[k].shape)}" for k in shapes if k in own and shapes[k] != own[k].shape
+    ]
     if wrong:
         raise ValueError(f"{path}: {len(wrong)} tensors have another shape than the model's: {_preview(wrong)}")
     missing, unexpected = load_model(vlm, str(path), strict=False)
