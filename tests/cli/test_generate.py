@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from vlmkit.cli import build_cli, main
 from vlmkit.data.collate import VLMCollator
 from vlmkit.data.processor import VLMProcessor
+from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import Turn
 from vlmkit.training import VLMModule
 
@@ -23,7 +25,7 @@ FIT += ["--trainer.enable_progress_bar=false"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A quickstart checkpoint of `vlmkit fit` (2 steps), its model, and two image files."""
+    """A quickstart checkpoint of `vlmkit fit` (2 steps), its model, two image files, and the fit's CLI."""
     root = tmp_path_factory.mktemp("quickstart")
     cli = build_cli([*FIT, f"--trainer.default_root_dir={root}"])
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
@@ -32,7 +34,7 @@ def trained(tmp_path_factory):
         images.append(str(root / f"shape{i}.png"))
         Image.new("RGB", size, colour).save(images[-1])
     vlm = VLMModule.load_from_checkpoint(ckpt, weights_only=False).vlm.eval()
-    return ckpt, vlm, images
+    return ckpt, vlm, images, cli
 
 
 def _greedy(vlm, images, turns, max_new_tokens):
@@ -52,7 +54,7 @@ def _vlmkit(*args, stdin=None):
 
 @pytest.mark.integration
 def test_generate_prints_the_greedy_answer_of_a_checkpoint(trained):
-    ckpt, vlm, images = trained
+    ckpt, vlm, images, _ = trained
     prompt = "What color is the shape?"
     run = _vlmkit("generate", "--checkpoint", str(ckpt), "--image", images[0], "--prompt", prompt,
                   "--max_new_tokens", "8")  # fmt: skip
@@ -63,7 +65,7 @@ def test_generate_prints_the_greedy_answer_of_a_checkpoint(trained):
 
 @pytest.mark.integration
 def test_chat_keeps_the_history_of_a_save_pretrained_folder(trained, tmp_path):
-    ckpt, vlm, images = trained
+    ckpt, vlm, images, _ = trained
     folder = tmp_path / "pretrained"
     main(["export", "--config", QUICKSTART, *SMALL, "--ckpt_path", str(ckpt), "--output_dir", str(folder),
           "--format", "pretrained"])  # fmt: skip
@@ -83,7 +85,7 @@ def test_chat_keeps_the_history_of_a_save_pretrained_folder(trained, tmp_path):
 
 @pytest.mark.integration
 def test_sampling_with_a_seed_reproduces_and_options_reach_generate(trained, capsys):
-    ckpt, _, images = trained
+    ckpt, _, images, _ = trained
     args = ["generate", "--checkpoint", str(ckpt), "--image", images[1], "--prompt", "Describe",
             "--max_new_tokens", "8", "--temperature", "2.0", "--top_k", "50", "--no_stream"]  # fmt: skip
     answers = []
@@ -95,13 +97,28 @@ def test_sampling_with_a_seed_reproduces_and_options_reach_generate(trained, cap
 
 @pytest.mark.integration
 def test_exporting_the_quickstart_as_idefics2_names_the_formats_it_can_go_to(trained, tmp_path):
-    ckpt, _, _ = trained
+    ckpt, _, _, _ = trained
     with pytest.raises(SystemExit) as exit_info:
         main(["export-idefics2", "--config", QUICKSTART, *SMALL, "--ckpt_path", str(ckpt),
               "--output_dir", str(tmp_path)])  # fmt: skip
     message = str(exit_info.value.code)
     assert message.startswith("vlmkit: error: not exportable as Idefics2") and "\n" not in message
     assert "--adapters_only" in message and "--format pretrained" in message
+
+
+@pytest.mark.integration
+def test_a_model_trained_by_vlmkit_fit_saves_and_loads_without_its_recipe(trained, tmp_path):
+    ckpt, vlm, images, cli = trained
+    fitted = cli.model.vlm.eval()  # its VLMModule gave it the recipe's composition
+    assert fitted.config["init_args"]["connector"]["class_path"] == "vlmkit.connectors.PerceiverResampler"
+    fitted.save_pretrained(tmp_path)
+    loaded = VisionLanguageModel.from_pretrained(tmp_path)
+    turns = [Turn("user", [{"type": "image"}, "What color is the shape?"])]
+    sample = VLMProcessor.from_model(vlm, 64, 32)(images[:1], turns, add_generation_prompt=True)
+    batch = VLMCollator(vlm.tokenizer.pad_token_id, 8)([sample])
+    args = (batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["patch_mask"])
+    with torch.no_grad():
+        assert torch.equal(loaded(*args).logits, vlm(*args).logits)
 
 
 def test_a_missing_image_stops_before_the_model_is_built(tmp_path):
