@@ -87,7 +87,7 @@ def test_missing_and_unknown_paths_are_one_line(tmp_path):
     with pytest.raises(UserInputError, match="vlmkit cannot load: expected a Lightning .ckpt"):
         load_trained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    with pytest.raises(UserInputError, match="'llava' model; vlmkit loads idefics2 and idefics3"):
+    with pytest.raises(UserInputError, match="'llava' model; vlmkit loads idefics2, idefics3 and smolvlm"):
         load_trained(tmp_path)
 
 

@@ -105,3 +105,23 @@ def test_an_imported_idefics2_answers_as_transformers_generates(tmp_path):
     result = pipe.generate([Turn("user", [{"type": "image"}, "Describe"])], [image], max_new_tokens=8)
     assert result.prompt_ids.tolist() == batch["input_ids"][0].tolist()
     assert result.token_ids.tolist() == expected[0, batch["input_ids"].shape[1] :].tolist()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("family", ["idefics3", "smolvlm"])
+def test_an_imported_idefics3_answers_as_transformers_generates(tmp_path, family):
+    from tiny_idefics3 import images, save_tiny
+
+    reference, processor = save_tiny(family, tmp_path)
+    pipe = VLMPipeline.from_pretrained(tmp_path)
+    assert pipe.trained.kind == "idefics3"
+    image = images()[0]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    batch = processor(text=text, images=[image], return_tensors="pt", add_special_tokens=False)  # BOS is in the text
+    stops = list(pipe.vlm.stop_token_ids)
+    with torch.no_grad():
+        expected = reference.generate(**batch, max_new_tokens=8, do_sample=False, eos_token_id=stops, min_length=0)
+    result = pipe.generate([Turn("user", [{"type": "image"}, "Describe"])], [image], max_new_tokens=8)
+    assert result.prompt_ids.tolist() == batch["input_ids"][0].tolist()
+    assert result.token_ids.tolist() == expected[0, batch["input_ids"].shape[1] :].tolist()

@@ -26,7 +26,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         required=True,
         help="a Lightning .ckpt of `vlmkit fit`, a save_pretrained or `vlmkit export` folder, "
-        "or a transformers Idefics2/Idefics3 folder",
+        "or a transformers Idefics2/Idefics3/SmolVLM folder",
     )
     parser.add_argument(
         "--split_images",

@@ -22,7 +22,7 @@ PROCESSOR_KEYS = ("max_image_size", "min_image_size", "resize_mode")
 
 ACCEPTED = (
     "a Lightning .ckpt of `vlmkit fit`, a folder written by save_pretrained or `vlmkit export`, or a transformers "
-    "Idefics2/Idefics3 folder (config.json + model.safetensors)"
+    "Idefics2/Idefics3/SmolVLM folder (config.json + model.safetensors)"
 )
 
 
@@ -160,11 +160,13 @@ def _transformers(path: Path) -> TrainedModel:
         processor = {"max_image_size": settings.max_image_size, "min_image_size": settings.min_image_size,
                      "split_images": settings.split_images}  # fmt: skip
         return TrainedModel(import_idefics2(str(path)).eval(), processor, "idefics2")
-    if model_type == "idefics3":
+    if model_type in ("idefics3", "smolvlm"):
         settings3 = Idefics3ProcessorSettings.from_pretrained(str(path))
         processor = {"max_image_size": settings3.max_image_size, "split_images": settings3.split_images}
         return TrainedModel(import_idefics3(str(path)).eval(), processor, "idefics3")
-    raise UserInputError(f"{path}/config.json is a {model_type!r} model; vlmkit loads idefics2 and idefics3 folders")
+    raise UserInputError(
+        f"{path}/config.json is a {model_type!r} model; vlmkit loads idefics2, idefics3 and smolvlm folders"
+    )
 
 
 def _processor_settings(data: dict[str, Any]) -> dict[str, Any]:
