@@ -24,7 +24,7 @@ from vlmkit.data.image_processing import ResizeMode
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.errors import UserInputError
 from vlmkit.eval.generation import decode
-from vlmkit.inference.loading import TrainedModel, load_trained
+from vlmkit.inference.trained import TrainedModel, load_trained
 from vlmkit.model import VisionLanguageModel
 from vlmkit.text.template import Turn
 
