@@ -211,11 +211,11 @@ def model_card(
         _, total, trainable = line.rsplit(maxsplit=2)
         spec = init_args.get(part)
         name = spec.get("class_path", "") if isinstance(spec, dict) else type(getattr(vlm, part, vlm)).__name__
-        rows.append(f"| {part} | `{name}` | {total} | {trainable} |")
+        rows.append(f"| {part} | {f'`{name}`' if part != 'total' else ''} | {total} | {trainable} |")
     sections = [
         "---\nlibrary_name: vlmkit\ntags:\n- vision-language-model\n- vlmkit\n---\n",
         "# vlmkit vision-language model\n",
-        "Composed with [vlmkit](https://github.com/) (vision encoder -> connector -> fusion -> language model). "
+        "Composed with vlmkit (vision encoder -> connector -> fusion -> language model). "
         "Training settings per part: "
         + ", ".join(f"{k}={init_args[k]}" for k in ("train_vision_encoder", "train_language_model") if k in init_args)
         + ".\n",
