@@ -97,9 +97,9 @@ def _check_images(paths: Iterable[str]) -> list[str]:
     return paths
 
 
-def _write(text: str, out: TextIO = sys.stdout) -> None:
-    out.write(text)
-    out.flush()
+def _write(text: str) -> None:
+    sys.stdout.write(text)  # looked up per call: stdout may be redirected after import
+    sys.stdout.flush()
 
 
 def main(args: list[str] | None = None) -> str:
