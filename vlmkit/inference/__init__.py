@@ -5,7 +5,7 @@ Idefics2/Idefics3 folder; :class:`VLMPipeline` answers a prompt about images in 
 :class:`ChatSession` keeps a multi-turn conversation (``vlmkit chat``).
 """
 
-from vlmkit.inference.trained import TrainedModel, load_trained
 from vlmkit.inference.pipeline import ChatSession, Generation, TextStreamer, VLMPipeline
+from vlmkit.inference.trained import TrainedModel, load_trained
 
 __all__ = ["ChatSession", "Generation", "TextStreamer", "TrainedModel", "VLMPipeline", "load_trained"]
