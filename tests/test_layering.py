@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("eval", frozenset({"eval"})),
     ("training", frozenset({"training"})),
     ("tools", frozenset({"export", "report", "interop", "ablate"})),
+    ("inference", frozenset({"inference"})),
     ("cli", frozenset({"cli"})),
     ("entry point", frozenset({"__main__"})),
 )

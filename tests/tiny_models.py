@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
@@ -85,3 +86,28 @@ def uncached_greedy(vlm, batch, steps: int) -> torch.Tensor:
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
     return ids[:, -steps:]
+
+
+TINY_PERCEIVER = {
+    "class_path": "vlmkit.connectors.PerceiverResampler",
+    "init_args": {"num_latents": 4, "depth": 1, "num_heads": 2, "head_dim": 16, "num_key_value_heads": 1},
+}
+
+
+def tiny_composition(connector: dict | None = None, fusion: dict | None = None, **init_args) -> dict:
+    """The tiny SigLIP + Mistral VLM as a recipe's ``model.vlm``; a perceiver connector by default."""
+    parts = {
+        "vision_encoder": {
+            "class_path": "vlmkit.vision.TransformersVisionEncoder",
+            "init_args": {"config": dict(TINY_SIGLIP), "position_embedding": "bucket"},
+        },
+        "connector": connector or TINY_PERCEIVER,
+        "language_model": {
+            "class_path": "vlmkit.llm.TransformersCausalLM",
+            "init_args": {"config": dict(TINY_LM), "tokenizer": "synthetic"},
+        },
+    }
+    if fusion is not None:
+        parts["fusion"] = fusion
+    composition = {"class_path": "vlmkit.model.VisionLanguageModel", "init_args": {**parts, **init_args}}
+    return copy.deepcopy(composition)  # callers may edit it

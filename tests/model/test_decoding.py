@@ -35,3 +35,15 @@ def test_check_prompts_names_bad_rows():
     with pytest.raises(ValueError, match=r"prompt rows \[0, 2\] are not left-padded"):
         check_prompts(torch.ones(3, 2, dtype=torch.long), torch.tensor([[1, 0], [1, 1], [1, 0]]))
     assert not sharded_across_ranks(torch.nn.Linear(2, 2))  # no process group: plain decoding
+
+
+def test_top_k_samples_only_among_the_k_likeliest_tokens():
+    from vlmkit.model.decoding import next_token
+
+    logits = torch.tensor([[0.0, 3.0, 2.9, -1.0, 2.8]]).repeat(400, 1)  # [400, 5]
+    generator = torch.Generator().manual_seed(0)
+    drawn = next_token(logits, True, 5.0, 1.0, generator, top_k=2)
+    assert set(drawn.tolist()) == {1, 2}  # a hot temperature reaches every token of the two
+    assert set(next_token(logits, True, 5.0, 1.0, generator).tolist()) == {0, 1, 2, 3, 4}  # without a cut: all
+    with pytest.raises(ValueError, match="top_k must be >= 0"):
+        next_token(logits, True, 1.0, 1.0, generator, top_k=-1)

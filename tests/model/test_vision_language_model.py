@@ -165,6 +165,13 @@ def test_generation_stops_per_sequence_and_pads(tiny_vlm, prompts):
             assert torch.equal(stopped[i], free[i])
 
 
+def test_the_streamer_sees_every_step_as_it_is_chosen(tiny_vlm, prompts):
+    args = (prompts["input_ids"], prompts["attention_mask"], prompts["pixel_values"], prompts["patch_mask"])
+    steps = []
+    generated = tiny_vlm.generate(*args, max_new_tokens=4, stop_token_ids=[], streamer=steps.append)
+    assert torch.equal(torch.stack(steps, 1), generated)
+
+
 def test_generate_rejects_bad_prompts_naming_the_rows(tiny_vlm):
     with pytest.raises(ValueError, match=r"prompt rows \[0\] are not left-padded"):
         tiny_vlm.generate(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 0]]))

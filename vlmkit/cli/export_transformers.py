@@ -14,10 +14,13 @@ safetensors weights, processor and tokenizer:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vlmkit.cli.recipe import add_checkpoint_arguments, trained_model
 from vlmkit.deprecation import warn_deprecated
+from vlmkit.errors import CheckpointError, UserInputError
 from vlmkit.interop.idefics2 import export_idefics2
 from vlmkit.interop.idefics2_processing import Idefics2ProcessorSettings
 from vlmkit.interop.idefics3 import export_idefics3
@@ -82,7 +85,8 @@ def main(args: list[str] | None = None) -> Path:
         image_std=vlm.vision_encoder.image_std,
         split_images=options.split_images or options.image_splitting,
     )
-    export_idefics2(vlm, options.output_dir, settings)
+    with _other_formats("Idefics2"):
+        export_idefics2(vlm, options.output_dir, settings)
     print(f"wrote a transformers Idefics2 checkpoint to {options.output_dir}")
     return Path(options.output_dir)
 
@@ -108,9 +112,28 @@ def main_idefics3(args: list[str] | None = None) -> Path:
         image_std=vlm.vision_encoder.image_std,
         split_images=not (options.no_split_images or options.no_image_splitting),
     )
-    export_idefics3(vlm, options.output_dir, settings)
+    with _other_formats("Idefics3"):
+        export_idefics3(vlm, options.output_dir, settings)
     print(f"wrote a transformers {options.family} checkpoint to {options.output_dir}")
     return Path(options.output_dir)
+
+
+@contextmanager
+def _other_formats(family: str) -> Iterator[None]:
+    """A model of another shape than ``family``'s: one line naming the mismatch and the formats it can go to."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except ValueError as err:
+        if "not exportable" not in str(err):
+            raise
+        raise UserInputError(
+            f"{err}. This model is not {family}-shaped, so it cannot become a transformers {family} checkpoint; "
+            "it can go to: merged vlmkit safetensors (`vlmkit export --config <recipe> --ckpt_path <ckpt> "
+            "--output_dir <dir>`), its adapters and new parts only (`vlmkit export ... --adapters_only`), or a "
+            "save_pretrained folder that loads without the recipe (`vlmkit export ... --format pretrained`)"
+        ) from err
 
 
 if __name__ == "__main__":

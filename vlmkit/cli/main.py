@@ -1,11 +1,11 @@
 """The ``vlmkit`` console script: LightningCLI's subcommands plus vlmkit's own, registered here.
 
 ``fit``, ``validate``, ``test``, ``predict`` go to :func:`~vlmkit.cli.lightning_cli.build_cli`; ``data``, ``export``,
-``export-idefics2``, ``export-idefics3``, ``report``, ``budget``, ``list`` and ``ablate`` to their own entry points,
-which this module imports when they run (the command line is the top of the import graph: nothing below imports it).
-``vlmkit``, ``vlmkit --help`` and the help of the commands that need no model import neither torch nor Lightning.
-Errors in what the user gave (files, checkpoints, data, a misspelled option) print one line,
-``vlmkit: error: ...``, not a traceback.
+``export-idefics2``, ``export-idefics3``, ``report``, ``budget``, ``list``, ``ablate``, ``generate``, ``chat`` and
+``eval`` to their own entry points, which this module imports when they run (the command line is the top of the import
+graph: nothing below imports it). ``vlmkit``, ``vlmkit --help`` and the help of the commands that need no model import
+neither torch nor Lightning. Errors in what the user gave (files, checkpoints, data, a misspelled option) print one
+line, ``vlmkit: error: ...``, not a traceback.
 """
 
 from __future__ import annotations
@@ -49,6 +49,24 @@ def _ablate(argv: list[str]) -> object:
     sys.exit(main(argv))
 
 
+def _generate(argv: list[str]) -> object:
+    from vlmkit.cli.generate import main
+
+    return main(argv)
+
+
+def _chat(argv: list[str]) -> object:
+    from vlmkit.cli.generate import chat_main
+
+    return chat_main(argv)
+
+
+def _eval(argv: list[str]) -> object:
+    from vlmkit.cli.eval import main
+
+    return main(argv)
+
+
 def _report(argv: list[str]) -> object:
     from vlmkit.cli.report import main
 
@@ -76,6 +94,9 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "report": _report,
     "budget": _budget,
     "ablate": _ablate,
+    "generate": _generate,
+    "chat": _chat,
+    "eval": _eval,
 }
 """vlmkit's own subcommands (imported when used); everything else is LightningCLI's."""
 

@@ -52,13 +52,23 @@ def check_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) 
 
 
 def next_token(
-    logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    top_k: int = 0,
 ) -> torch.Tensor:
-    """Argmax, or a sample from the temperature-scaled, nucleus-truncated distribution ``[b]``."""
+    """Argmax, or a sample from the temperature-scaled, top-k and nucleus-truncated distribution ``[b]``."""
     if not do_sample:
         return logits.argmax(-1)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0: no top-k cut), got {top_k}")
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # [b, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # [b, vocab]
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)

@@ -9,7 +9,7 @@ anything with the :class:`~vlmkit.model.VisionLanguageModel` forward, ``language
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -43,6 +43,8 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    top_k: int = 0,
+    streamer: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Greedy (or sampled) decoding with a KV cache; prompts must be left-padded.
 
@@ -68,6 +70,9 @@ def generate(
         temperature: Softmax temperature when sampling.
         top_p: Nucleus sampling mass when sampling.
         generator: Random generator for reproducible sampling.
+        top_k: Sample among the ``top_k`` most likely tokens only; 0: all.
+        streamer: Called with each step's tokens ``[b]`` as soon as they are chosen (finished rows hold the pad
+            id), e.g. to print an answer while it is generated; it reads the device, so it costs a sync per step.
 
     Returns:
         Generated ids ``[b, <= max_new_tokens]`` (prompt excluded).
@@ -106,9 +111,11 @@ def generate(
                 generated[rows, hit_step + 1 : step + 1] = pad_id
 
     for step in range(max_new_tokens):
-        next_ids = next_token(out.logits[:, -1], do_sample, temperature, top_p, generator)  # [b]
+        next_ids = next_token(out.logits[:, -1], do_sample, temperature, top_p, generator, top_k)  # [b]
         next_ids = torch.where(finished, torch.full_like(next_ids, pad_id), next_ids)
         generated[:, step] = next_ids
+        if streamer is not None:
+            streamer(next_ids)
         stopped = torch.isin(next_ids, stops) & ~finished  # [b]
         last_step = torch.where(stopped, step, last_step)
         finished |= stopped

@@ -21,6 +21,7 @@ from vlmkit.fusion.autoregressive import FullyAutoregressiveFusion
 from vlmkit.interfaces import Connector, Fusion, GridConnector, LanguageModel, LanguageModelOutput, VisionEncoder
 from vlmkit.model.generation import generate
 from vlmkit.model.neftune import neftune, sample_lengths
+from vlmkit.model.pretrained import build_from_config, from_pretrained, push_to_hub, save_pretrained
 from vlmkit.model.token_budget import TokenBudget, token_budget
 from vlmkit.text.tokenizer import END_OF_UTTERANCE_TOKEN, IMAGE_TOKEN, VLM_SPECIAL_TOKENS
 from vlmkit.trainability import Trainability, apply_activation_checkpointing, apply_trainability
@@ -132,6 +133,7 @@ class VisionLanguageModel(nn.Module):
             stop_token_ids = (tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE_TOKEN), tokenizer.eos_token_id)
         self.stop_token_ids: tuple[int, ...] = tuple(dict.fromkeys(t for t in stop_token_ids if t is not None))
         self._token_tables: dict[tuple[int, int, str], torch.Tensor] = {}  # see _check_placeholders
+        self.config: dict[str, Any] | None = None  # the composition, when known (see from_config)
 
     @property
     def tokenizer(self):
@@ -346,6 +348,15 @@ class VisionLanguageModel(nn.Module):
 
     generate = generate
     """Greedy (or sampled) decoding with a KV cache: :func:`vlmkit.model.generation.generate` (``vlm`` is ``self``)."""
+
+    from_config = staticmethod(build_from_config)
+    """Build from a composition ``{"class_path", "init_args"}``: :func:`vlmkit.model.pretrained.build_from_config`."""
+    from_pretrained = staticmethod(from_pretrained)
+    """Load a :meth:`save_pretrained` folder: :func:`vlmkit.model.pretrained.from_pretrained`."""
+    save_pretrained = save_pretrained
+    """Config, safetensors, tokenizer, model card: :func:`vlmkit.model.pretrained.save_pretrained`."""
+    push_to_hub = push_to_hub
+    """:meth:`save_pretrained` and upload to the Hugging Face Hub: :func:`vlmkit.model.pretrained.push_to_hub`."""
 
 
 def _new_token_rows(language_model: LanguageModel, token_ids: list[int]) -> dict[str, list[int]]:

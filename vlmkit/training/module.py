@@ -134,6 +134,9 @@ class VLMModule(L.LightningModule):
         if unknown:
             raise ValueError(f"learning_rates has unknown parts {sorted(unknown)}; expected keys among {list(PARTS)}")
         self.vlm = vlm
+        composition = self.hparams.get("vlm")
+        if isinstance(composition, dict) and "class_path" in composition and getattr(vlm, "config", None) is None:
+            vlm.config = composition  # the recipe's model.vlm: what VisionLanguageModel.save_pretrained writes
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.learning_rates = dict(learning_rates or {})
