@@ -112,7 +112,7 @@ COMMANDS: dict[str, str] = {
     "data": "build webdataset shards (vlmkit data build) or synthetic inputs (vlmkit data synth)",
     "report": "parameters and forward FLOPs per part of a recipe's model",
     "budget": "encoder patches and visual tokens an image costs (the token budget)",
-    "export": "merged safetensors weights or adapters only, from a checkpoint",
+    "export": "a checkpoint as merged safetensors, adapters only, or a save_pretrained folder (--format)",
     "export-idefics2": "a transformers Idefics2 checkpoint from a trained model",
     "export-idefics3": "a transformers Idefics3 / SmolVLM checkpoint from a trained model",
     "ablate": "rerun the paper's ablations at toy scale and report them beside its numbers",
