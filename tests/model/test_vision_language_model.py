@@ -130,6 +130,26 @@ def test_cached_greedy_generation_equals_uncached_argmax_loop(tiny_vlm, prompts)
     assert torch.equal(generated, uncached_greedy(tiny_vlm, prompts, 4))
 
 
+def test_generation_runs_the_head_on_one_position_per_row(tiny_vlm, prompts):
+    head = tiny_vlm.language_model.get_output_embeddings()
+    positions = []
+    hook = head.register_forward_hook(lambda module, args, out: positions.append(args[0].shape[1]))
+    try:
+        tiny_vlm.generate(*(prompts[k] for k in ("input_ids", "attention_mask", "pixel_values", "patch_mask")),
+                          max_new_tokens=3, stop_token_ids=[])  # fmt: skip
+    finally:
+        hook.remove()
+    assert positions == [1, 1, 1]  # the prefill scores its last position only, like each decode step
+
+
+def test_logits_to_keep_keeps_the_last_positions(tiny_vlm, batch):
+    args = (batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["patch_mask"])
+    with torch.no_grad():
+        full = tiny_vlm(*args).logits
+        last = tiny_vlm(*args, logits_to_keep=2).logits
+    torch.testing.assert_close(last, full[:, -2:], atol=1e-5, rtol=1e-5)
+
+
 def test_batched_generation_equals_one_by_one(tiny_vlm, prompts):
     batched = tiny_vlm.generate(
         prompts["input_ids"],

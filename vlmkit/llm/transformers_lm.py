@@ -183,6 +183,7 @@ class TransformersCausalLM(nn.Module):
         cache: Any = None,
         use_cache: bool = False,
         segment_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
         **kwargs: Any,
     ):
         """Run the LM on embeddings ``[b, s, d]``.
@@ -196,6 +197,8 @@ class TransformersCausalLM(nn.Module):
             segment_ids: Packed rows: the sample index of every token ``[b, s]`` (padding ``-1``). Attention stays
                 within each sample: a block-diagonal causal 4-D mask for ``eager``/``sdpa``/``flex_attention``;
                 flash attention gets the rows flattened to one sequence with varlen lengths and no mask.
+            logits_to_keep: Compute the logits of the last ``logits_to_keep`` positions only (``0``: all). The head
+                is the largest matmul of a prefill: generation keeps one.
             **kwargs: Passed to the transformers model.
 
         Returns:
@@ -207,8 +210,12 @@ class TransformersCausalLM(nn.Module):
                 neither a 4-D mask nor varlen lengths, or for a family whose positions cannot restart per sample.
         """
         if segment_ids is not None:
+            if logits_to_keep:
+                raise ValueError("logits_to_keep is for generation; packed rows (segment_ids) score every position")
             return self._packed_forward(inputs_embeds, position_ids, segment_ids, **kwargs)
         kwargs[self._cache_argument] = cache
+        if logits_to_keep:
+            kwargs["logits_to_keep"] = logits_to_keep
         out = self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

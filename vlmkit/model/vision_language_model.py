@@ -9,6 +9,7 @@ command line needs no dimension bookkeeping. Generation is :mod:`vlmkit.model.ge
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -230,6 +231,7 @@ class VisionLanguageModel(nn.Module):
         cache: Any = None,
         use_cache: bool = False,
         segment_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> LanguageModelOutput:
         """Logits for interleaved text and images.
 
@@ -244,6 +246,8 @@ class VisionLanguageModel(nn.Module):
             segment_ids: Packed rows: sample index of every token ``[b, s]`` (padding ``-1``), with
                 ``position_ids`` restarting per sample; attention stays within each sample
                 (see ``vlmkit.data.sequence_packing``). Needs :attr:`supports_packing`.
+            logits_to_keep: Logits of the last ``logits_to_keep`` positions only (``0``: all); generation's prefill
+                keeps one.
 
         Returns:
             The LM's output (``logits [b, s, vocab]``; with ``use_cache`` its ``cache``).
@@ -261,10 +265,15 @@ class VisionLanguageModel(nn.Module):
         if segment_ids is not None:
             self._check_packing(position_ids)
             packing = {"segment_ids": segment_ids}  # the LM isolates the samples the way its attention takes it
+        keep_in_lm = (
+            logits_to_keep > 0 and "logits_to_keep" in inspect.signature(self.language_model.forward).parameters
+        )
+        if keep_in_lm:
+            packing["logits_to_keep"] = logits_to_keep
         visual_tokens, visual_mask = None, None
         if pixel_values is not None and pixel_values.shape[0] > 0:
             visual_tokens, visual_mask = self.encode_images(pixel_values, patch_mask)  # [n, v, d_llm]
-        return self.fusion(
+        out = self.fusion(
             self.language_model,
             inputs_embeds,
             image_token_mask,
@@ -276,6 +285,9 @@ class VisionLanguageModel(nn.Module):
             use_cache=use_cache,
             **packing,
         )
+        if logits_to_keep > 0 and not keep_in_lm:  # a language model without the option: same logits, sliced
+            out.logits = out.logits[:, -logits_to_keep:]
+        return out
 
     def _check_packing(self, position_ids: torch.Tensor | None) -> None:
         """Packed rows need a fusion that passes them through and per-sample ``position_ids``.
