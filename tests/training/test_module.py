@@ -1,8 +1,10 @@
+import types
+
 import pytest
 import torch
 
 from vlmkit.text.template import IGNORE_INDEX
-from vlmkit.training.module import VLMModule, answer_exact_match, answer_loss
+from vlmkit.training.module import VLMModule, answer_exact_match, answer_loss, scored_positions
 from vlmkit.training.schedules import WarmupCosineSchedule
 
 
@@ -79,6 +81,37 @@ def plain_batches(vlm, num_batches: int = 2) -> list[dict]:
             items.append(item)
         batches.append(collate(items))
     return batches
+
+
+def test_scored_positions_are_those_predicting_a_label_in_any_row():
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, IGNORE_INDEX], [IGNORE_INDEX] * 4 + [5]])
+    assert scored_positions(labels).tolist() == [1, 2, 3]
+    assert scored_positions(torch.full((2, 3), IGNORE_INDEX)) is None  # nothing labelled: all positions
+
+
+def test_training_step_computes_logits_at_labelled_positions_only_with_the_same_loss_and_gradients(module, monkeypatch):
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)  # no trainer here
+    monkeypatch.setattr(module, "_trainer", types.SimpleNamespace(optimizers=[]))
+    batch = plain_batches(module.vlm, 1)[0]
+    head = module.vlm.language_model.get_output_embeddings()
+    rows = []
+    hook = head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[1]))
+    try:
+        loss = module.training_step(batch, 0)
+    finally:
+        hook.remove()
+    labelled = int((batch["labels"][:, 1:] != IGNORE_INDEX).any(0).sum())
+    assert rows == [labelled] and labelled < batch["input_ids"].shape[1] - 1  # the answers, not the prompts
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad()
+    expected = answer_loss(module(batch).logits, batch["labels"])  # every position scored
+    expected.backward()
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-5)
+    for name, param in module.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(got[name], param.grad, atol=1e-6, rtol=1e-4, msg=name)
+    module.zero_grad()
 
 
 class DataWithExtras(__import__("lightning").LightningDataModule):

@@ -183,7 +183,7 @@ class TransformersCausalLM(nn.Module):
         cache: Any = None,
         use_cache: bool = False,
         segment_ids: torch.Tensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
     ):
         """Run the LM on embeddings ``[b, s, d]``.
@@ -197,8 +197,9 @@ class TransformersCausalLM(nn.Module):
             segment_ids: Packed rows: the sample index of every token ``[b, s]`` (padding ``-1``). Attention stays
                 within each sample: a block-diagonal causal 4-D mask for ``eager``/``sdpa``/``flex_attention``;
                 flash attention gets the rows flattened to one sequence with varlen lengths and no mask.
-            logits_to_keep: Compute the logits of the last ``logits_to_keep`` positions only (``0``: all). The head
-                is the largest matmul of a prefill: generation keeps one.
+            logits_to_keep: Compute the logits of the last ``logits_to_keep`` positions only (``0``: all), or at the
+                positions of a ``[k]`` index tensor. The head is the largest matmul of a small LM: generation's prefill
+                keeps one position, training the labelled ones.
             **kwargs: Passed to the transformers model.
 
         Returns:
@@ -209,13 +210,11 @@ class TransformersCausalLM(nn.Module):
             ValueError: For packed rows without ``position_ids``, under an attention implementation that takes
                 neither a 4-D mask nor varlen lengths, or for a family whose positions cannot restart per sample.
         """
+        if isinstance(logits_to_keep, torch.Tensor) or logits_to_keep:
+            kwargs["logits_to_keep"] = logits_to_keep
         if segment_ids is not None:
-            if logits_to_keep:
-                raise ValueError("logits_to_keep is for generation; packed rows (segment_ids) score every position")
             return self._packed_forward(inputs_embeds, position_ids, segment_ids, **kwargs)
         kwargs[self._cache_argument] = cache
-        if logits_to_keep:
-            kwargs["logits_to_keep"] = logits_to_keep
         out = self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -243,6 +242,7 @@ class TransformersCausalLM(nn.Module):
             # one sequence, so kernels that read them and models that infer them from restarting position_ids (which
             # transformers only does for a batch of 1) both keep the samples apart.
             b, s = segment_ids.shape
+            keep = kwargs.pop("logits_to_keep", 0)  # positions of a row, not of the flattened sequence
             out = self.model(
                 inputs_embeds=inputs_embeds.reshape(1, b * s, -1),
                 attention_mask=None,
@@ -252,6 +252,8 @@ class TransformersCausalLM(nn.Module):
                 **kwargs,
             )
             out.logits = out.logits.reshape(b, s, -1)
+            if isinstance(keep, torch.Tensor) or keep:
+                out.logits = out.logits[:, keep if isinstance(keep, torch.Tensor) else slice(-keep, None)]
             return out
         mask = block_diagonal_causal_mask(segment_ids, self.get_input_embeddings().weight.dtype)  # [b, 1, s, s]
         if implementation == SEGMENT_SDPA:  # attention per sample (sum of L_i^2), the mask for any other reader

@@ -231,7 +231,7 @@ class VisionLanguageModel(nn.Module):
         cache: Any = None,
         use_cache: bool = False,
         segment_ids: torch.Tensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
     ) -> LanguageModelOutput:
         """Logits for interleaved text and images.
 
@@ -246,8 +246,8 @@ class VisionLanguageModel(nn.Module):
             segment_ids: Packed rows: sample index of every token ``[b, s]`` (padding ``-1``), with
                 ``position_ids`` restarting per sample; attention stays within each sample
                 (see ``vlmkit.data.sequence_packing``). Needs :attr:`supports_packing`.
-            logits_to_keep: Logits of the last ``logits_to_keep`` positions only (``0``: all); generation's prefill
-                keeps one.
+            logits_to_keep: Logits of the last ``logits_to_keep`` positions only (``0``: all; generation's prefill
+                keeps one), or at the positions of a ``[k]`` index tensor (training's answer-only loss).
 
         Returns:
             The LM's output (``logits [b, s, vocab]``; with ``use_cache`` its ``cache``).
@@ -265,9 +265,8 @@ class VisionLanguageModel(nn.Module):
         if segment_ids is not None:
             self._check_packing(position_ids)
             packing = {"segment_ids": segment_ids}  # the LM isolates the samples the way its attention takes it
-        keep_in_lm = (
-            logits_to_keep > 0 and "logits_to_keep" in inspect.signature(self.language_model.forward).parameters
-        )
+        keeping = isinstance(logits_to_keep, torch.Tensor) or logits_to_keep > 0
+        keep_in_lm = keeping and "logits_to_keep" in inspect.signature(self.language_model.forward).parameters
         if keep_in_lm:
             packing["logits_to_keep"] = logits_to_keep
         visual_tokens, visual_mask = None, None
@@ -285,8 +284,9 @@ class VisionLanguageModel(nn.Module):
             use_cache=use_cache,
             **packing,
         )
-        if logits_to_keep > 0 and not keep_in_lm:  # a language model without the option: same logits, sliced
-            out.logits = out.logits[:, -logits_to_keep:]
+        if keeping and not keep_in_lm:  # a language model without the option: same logits, sliced
+            kept = logits_to_keep if isinstance(logits_to_keep, torch.Tensor) else slice(-logits_to_keep, None)
+            out.logits = out.logits[:, kept]
         return out
 
     def _check_packing(self, position_ids: torch.Tensor | None) -> None:
