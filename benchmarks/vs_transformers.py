@@ -369,6 +369,7 @@ def main() -> None:
             step(name, side)()  # warm-up (and optimizer state)
             results[name][side]["gflop"], results[name][side]["attention_gflop"] = flops
             results[name][side]["peak_mib"] = peak_memory_mib(step(name, side), device)
+        print(f"{name}: FLOPs counted, warmed up, peak memory measured")
     times = {name: {side: [] for side in sides} for name in names}
     peaks = []
     start = time.perf_counter()

@@ -296,6 +296,25 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):
         torch.testing.assert_close(grads_ckpt[name], grad, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.integration
+def test_compiled_blocks_give_the_eager_logits_and_gradients(batch):
+    from vlmkit.training.module import answer_loss
+
+    results = []
+    for compile_blocks in (False, True):
+        vlm = build_tiny_vlm(compile_blocks=compile_blocks, train_language_model="full").train()
+        logits = _run(vlm, batch)
+        answer_loss(logits, batch["labels"]).backward()
+        grads = {n: p.grad.clone() for n, p in vlm.named_parameters() if p.grad is not None}
+        results.append((vlm, logits.detach(), grads))
+    (_, logits, grads), (compiled, compiled_logits, compiled_grads) = results
+    assert sum(getattr(m, "_compiled_call_impl", None) is not None for m in compiled.modules()) == 2 + 1 + 2
+    torch.testing.assert_close(compiled_logits, logits, atol=1e-5, rtol=1e-4)
+    assert set(compiled_grads) == set(grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, atol=1e-5, rtol=1e-4)
+
+
 def _accelerator_path(monkeypatch):
     """Take the code path of a GPU run on CPU: checks become device-side assertions, no host reads."""
     import vlmkit.checks

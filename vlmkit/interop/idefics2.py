@@ -77,6 +77,7 @@ def import_idefics2(
     train_language_model: Trainability = "frozen",
     neftune_alpha: float = 0.0,
     gradient_checkpointing: bool = False,
+    compile_blocks: bool = False,
     torch_dtype: str | None = None,
     attn_implementation: str | None = "sdpa",
     patch_packing: bool = False,
@@ -104,6 +105,7 @@ def import_idefics2(
         train_language_model: Trainability of the text model (``"dora"`` for Idefics2's instruction tuning).
         neftune_alpha: NEFTune noise scale in training (paper section 4.2: used in instruction tuning); 0 disables.
         gradient_checkpointing: Recompute the activations of every repeated block in the backward pass.
+        compile_blocks: Compile every repeated block with ``torch.compile`` (regional; see ``VisionLanguageModel``).
         torch_dtype: Weight dtype name (``"bfloat16"``, ``"float32"``); ``None`` keeps the checkpoint's.
         attn_implementation: Attention kernel of the vision tower and the text model. ``"sdpa"`` (the default)
             computes packed rows and packed images segment by segment (:data:`vlmkit.attention.SEGMENT_SDPA`);
@@ -145,6 +147,7 @@ def import_idefics2(
         train_language_model=train_language_model,
         neftune_alpha=neftune_alpha,
         gradient_checkpointing=gradient_checkpointing,
+        compile_blocks=compile_blocks,
     )
 
 

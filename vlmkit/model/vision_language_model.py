@@ -56,6 +56,9 @@ class VisionLanguageModel(nn.Module):
         gradient_checkpointing: Recompute the activations of every repeated block
             (:meth:`block_classes`) in the backward pass instead of storing them (vlmkit's one switch for it:
             :func:`~vlmkit.trainability.apply_activation_checkpointing`).
+        compile_blocks: Compile every repeated block (:meth:`block_classes`) with ``torch.compile``, block by block
+            (regional compilation: one graph per block class, compiled once, reused by every layer); the forward
+            stays eager between blocks. Same results within float tolerance; the first steps pay the compilation.
         chat_template: The Jinja chat template of the model's text format, when it comes from a checkpoint
             (``import_idefics2`` passes the checkpoint's): processors then render conversations exactly as
             transformers' processor does with it. ``None``: vlmkit's own layout (:class:`~vlmkit.text.ChatTemplate`).
@@ -89,6 +92,7 @@ class VisionLanguageModel(nn.Module):
         train_fusion: Trainability = "full",
         neftune_alpha: float = 0.0,
         gradient_checkpointing: bool = False,
+        compile_blocks: bool = False,
         chat_template: str | None = None,
         stop_token_ids: Sequence[int] | None = None,
         tile_size: int | None = None,
@@ -127,6 +131,10 @@ class VisionLanguageModel(nn.Module):
         self._block_classes = self.block_classes()  # before checkpoint wrappers hide the layer types
         if gradient_checkpointing:
             apply_activation_checkpointing(self, self._block_classes)
+        if compile_blocks:
+            for module in self.modules():
+                if isinstance(module, self._block_classes):
+                    module.compile()  # in place: nn.Module.compile
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.chat_template = chat_template
         if stop_token_ids is None:
