@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vlmkit.text.template import IGNORE_INDEX
-from vlmkit.training.module import VLMModule, answer_exact_match, answer_loss, scored_positions
+from vlmkit.training.module import VLMModule, answer_exact_match, answer_loss, prefer_fused, scored_positions
 from vlmkit.training.schedules import WarmupCosineSchedule
 
 
@@ -42,6 +42,32 @@ def test_param_groups_follow_declared_trainability_and_rates(module):
     assert {id(p) for g in groups.values() for p in g["params"]} == trainable
     optimizer = module.optimizer(module.param_groups())
     assert [g["lr"] for g in optimizer.param_groups] == [1e-2, 1e-3]  # AdamW default for the rest
+
+
+def test_default_adamw_runs_fused_with_the_same_update():
+    torch.manual_seed(0)
+    weights = [torch.randn(50, 8), torch.randn(8)]
+    grads = [torch.randn_like(w) for w in weights]
+    results = []
+    for fuse in (False, True):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        optimizer = torch.optim.AdamW([{"params": params[:1]}, {"params": params[1:], "lr": 1e-2}])
+        assert prefer_fused(optimizer) if fuse else True
+        for _ in range(3):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+        results.append(params)
+    assert all(g["fused"] for g in optimizer.param_groups)
+    for plain, fused in zip(*results):
+        torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-5)
+    chosen = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], foreach=True)
+    assert not prefer_fused(chosen) and chosen.param_groups[0]["foreach"]  # an explicit choice is kept
+
+
+def test_the_module_builds_fused_adamw(module):
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW) and all(g["fused"] for g in optimizer.param_groups)
 
 
 def test_unknown_learning_rate_key_is_named(module):

@@ -67,6 +67,32 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Ten
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
 
 
+def prefer_fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Run an ``Adam``/``AdamW`` left at torch's default implementation with its fused kernel; True if it switched.
+
+    torch picks the per-tensor loop on CPU (foreach on CUDA); the fused kernel updates each tensor in one pass, with no
+    temporaries the size of the largest weight (the embeddings), which makes the step faster and lowers peak memory.
+    The update is the same. Only groups that chose neither ``fused`` nor ``foreach``, with every parameter a plain
+    floating-point tensor on CPU or CUDA, switch, before the first step (the state is then created for the kernel).
+    """
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or optimizer.state:
+        return False
+    groups = optimizer.param_groups
+    chose = any(g.get("fused") is not None or g.get("foreach") is not None or g.get("differentiable") for g in groups)
+    params = [p for g in groups for p in g["params"]]
+    supported = all(
+        type(p) in (torch.Tensor, nn.Parameter) and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+        for p in params
+    )
+    if chose or not supported or not params:
+        return False
+    for group in groups:
+        group["fused"], group["foreach"] = True, False
+    optimizer.defaults["fused"] = True
+    optimizer._step_supports_amp_scaling = True  # as the constructor sets it for fused=True (GradScaler)
+    return True
+
+
 def scored_positions(labels: torch.Tensor) -> torch.Tensor | None:
     """``[k]`` positions whose next token is labelled in some row: the only logits an answer-only loss reads.
 
@@ -351,6 +377,8 @@ class VLMModule(L.LightningModule):
         """The injected optimizer over :meth:`param_groups` (fp32 master weights), and the scheduler per step."""
         keep_trainable_in_fp32(self.vlm)  # after Lightning's precision conversion (bf16-true casts everything)
         optimizer = self.optimizer(self.param_groups())
+        if self.device_mesh is None:  # FSDP2's DTensor parameters keep the optimizer as built
+            prefer_fused(optimizer)
         if self.scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "step"}}
