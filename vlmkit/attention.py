@@ -7,18 +7,35 @@ PyTorch's ``sdpa`` (same results, more memory for long packed sequences) and say
 Segments: several sequences share one row when images are packed in a vision encoder (patch packing) or samples are
 packed in the LM's rows (sequence packing). Attention stays inside each segment, through a block-diagonal mask
 (``eager``, ``sdpa``, ``flex_attention``) or, under flash attention, the varlen lengths of the segments.
+
+Cost: a dense block-diagonal mask keeps samples apart but still computes every query against every key of the row
+(``S^2``). vlmkit's ``sdpa`` (:data:`SEGMENT_SDPA`, what ``attn_implementation="sdpa"`` selects) attends segment by
+segment when the mask says where the segments are (:func:`with_segments`), at ``sum(L_i^2)``: one SDPA call per
+segment, on CPU and GPU, no compilation. A mask without segments runs as transformers' ``sdpa`` does, so results
+never depend on the path. (``flex_attention`` with a block mask would be the other block-sparse kernel, but it has
+no backward on CPU in torch 2.14; on GPU, ``flash_attention_2`` runs packed rows as varlen sequences.)
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+SEGMENT_SDPA = "vlmkit_sdpa"
+"""The attention implementation ``attn_implementation="sdpa"`` selects: transformers' ``sdpa``, plus per-segment
+attention for masks that carry their segments (:func:`with_segments`). Registered with transformers on first use."""
 
 
 def attention_implementation(requested: str | None, argument: str = "attn_implementation") -> str | None:
-    """``requested``, or ``"sdpa"`` (with a warning naming ``argument``) for flash-attention 2 that cannot run here."""
+    """The implementation to build a transformers part with: ``requested``, with two substitutions.
+
+    Flash-attention 2 that cannot run here becomes ``"sdpa"``, with a warning naming ``argument``. Once built, a model
+    running ``"sdpa"`` switches to :data:`SEGMENT_SDPA` through :func:`use_segment_sdpa`.
+    """
     if requested != "flash_attention_2":
         return requested
     from transformers.utils import is_flash_attn_2_available
@@ -31,6 +48,108 @@ def attention_implementation(requested: str | None, argument: str = "attn_implem
         stacklevel=2,
     )
     return "sdpa"
+
+
+def use_segment_sdpa(model: nn.Module) -> None:
+    """Switch a transformers ``model`` (and its sub-models) from ``sdpa`` to :data:`SEGMENT_SDPA`, where it can.
+
+    Only families that dispatch through transformers' ``AttentionInterface`` (``_supports_attention_backend``:
+    Llama, Mistral, Qwen2, SigLIP, Idefics2's tower, ...) switch; the others keep their own ``sdpa`` classes. The
+    results are the same; packed rows then cost attention within each segment only.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not getattr(
+        model, "_supports_attention_backend", False
+    ):
+        return
+    model.set_attn_implementation(register_segment_sdpa())
+
+
+def register_segment_sdpa() -> str:
+    """Register :func:`segment_sdpa_attention` (and transformers' sdpa mask) as :data:`SEGMENT_SDPA`; returns the name.
+
+    Idempotent; done when a part is built rather than at import (no side effects at import).
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+
+    if SEGMENT_SDPA not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        AttentionInterface.register(SEGMENT_SDPA, segment_sdpa_attention)
+        AttentionMaskInterface.register(SEGMENT_SDPA, sdpa_mask)
+    return SEGMENT_SDPA
+
+
+def with_segments(mask: torch.Tensor, lengths: list[list[int]]) -> torch.Tensor:
+    """Mark a block-diagonal 4-D ``mask`` ``[b, 1, s, s]`` with the segment lengths of each row; returns ``mask``.
+
+    :func:`segment_sdpa_attention` then attends segment by segment (causally when the layer is causal) instead of
+    over the whole row with the mask; any other kernel reads the mask, which must be exactly the block-diagonal
+    (causal) mask of these segments: both give the same result.
+
+    Args:
+        mask: The exact 4-D mask, bool or additive.
+        lengths: Per row, the lengths of its consecutive segments (summing to ``s``).
+    """
+    mask.segment_lengths = lengths
+    return mask
+
+
+def segment_sdpa_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Transformers' ``sdpa``, run per segment when ``attention_mask`` carries them (:func:`with_segments`).
+
+    Args:
+        module: The attention layer (its ``is_causal`` and ``num_key_value_groups`` are read).
+        query: ``[b, h, s, d]``.
+        key: ``[b, h_kv, s, d]``.
+        value: ``[b, h_kv, s, d]``.
+        attention_mask: 4-D mask, or None.
+        dropout: Attention dropout.
+        scaling: Softmax scale.
+        is_causal: The layer's causality (default ``module.is_causal``).
+        **kwargs: Passed to transformers' ``sdpa_attention_forward``.
+
+    Returns:
+        ``[b, s, h, d]`` and no attention weights, as transformers' attention functions.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    lengths = getattr(attention_mask, "segment_lengths", None)
+    if lengths is None or query.shape[2] != key.shape[2]:  # no segments, or decoding against a cache
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    rows = []
+    for row, row_lengths in enumerate(lengths):
+        start, pieces = 0, []
+        for length in row_lengths:
+            end = start + length
+            q, k, v = (t[row : row + 1, :, start:end] for t in (query, key, value))  # [1, h(_kv), L, d]
+            out, _ = sdpa_attention_forward(module, q, k, v, None, dropout, scaling, causal and length > 1, **kwargs)
+            pieces.append(out)  # [1, L, h, d]
+            start = end
+        rows.append(torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0])
+    return (torch.cat(rows) if len(rows) > 1 else rows[0]), None  # [b, s, h, d]
+
+
+def segment_lengths(segment_ids: torch.Tensor) -> list[list[int]]:
+    """Per row of ``segment_ids`` ``[b, s]``, the lengths of its runs of equal ids (one host read)."""
+    b, s = segment_ids.shape
+    starts = torch.ones(b, s, dtype=torch.bool, device=segment_ids.device)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]  # [b, s]
+    lengths = []
+    for row in starts.cpu():
+        begin = row.nonzero().flatten().tolist() + [s]
+        lengths.append([end - start for start, end in zip(begin[:-1], begin[1:])])
+    return lengths
 
 
 def same_segment_mask(segments: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,9 @@ class LanguageModel(Protocol):
     segment_ids [b, s] | None) -> LanguageModelOutput``. ``attention_mask`` is ``1`` on real tokens (prompts are
     left-padded in generation, so ``position_ids`` are given then). ``segment_ids`` marks packed rows (several samples
     per row, ``position_ids`` restarting per sample, padding ``-1``): the LM keeps the samples' attention apart in
-    whatever form its attention implementation takes; only called so when ``supports_packing``.
+    whatever form its attention implementation takes; only called so when ``supports_packing``. Optionally, a
+    ``logits_to_keep`` argument (``k > 0``: the logits of the last ``k`` positions only, ``[b, k, vocab]``) saves the
+    head's matmul over a prompt in generation; without it the model slices the full logits.
     """
 
     hidden_size: int

@@ -78,6 +78,19 @@ def test_logits_equal_transformers(checkpoint, imported, splitting):
 
 
 @pytest.mark.integration
+def test_patch_packing_import_keeps_transformers_logits(checkpoint):
+    _, reference, processor = checkpoint
+    packed = import_idefics2(str(checkpoint[0]), patch_packing=True).eval()
+    assert packed.vision_encoder.patch_packing
+    batch = _batch(processor, splitting=False)
+    with torch.no_grad():
+        expected = reference(**batch).logits
+        got = _vlmkit_logits(packed, batch)
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=0)
+
+
+@pytest.mark.integration
 def test_greedy_generation_equals_transformers(checkpoint, imported):
     _, reference, processor = checkpoint
     ims = images()

@@ -130,6 +130,26 @@ def test_cached_greedy_generation_equals_uncached_argmax_loop(tiny_vlm, prompts)
     assert torch.equal(generated, uncached_greedy(tiny_vlm, prompts, 4))
 
 
+def test_generation_runs_the_head_on_one_position_per_row(tiny_vlm, prompts):
+    head = tiny_vlm.language_model.get_output_embeddings()
+    positions = []
+    hook = head.register_forward_hook(lambda module, args, out: positions.append(args[0].shape[1]))
+    try:
+        tiny_vlm.generate(*(prompts[k] for k in ("input_ids", "attention_mask", "pixel_values", "patch_mask")),
+                          max_new_tokens=3, stop_token_ids=[])  # fmt: skip
+    finally:
+        hook.remove()
+    assert positions == [1, 1, 1]  # the prefill scores its last position only, like each decode step
+
+
+def test_logits_to_keep_keeps_the_last_positions(tiny_vlm, batch):
+    args = (batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["patch_mask"])
+    with torch.no_grad():
+        full = tiny_vlm(*args).logits
+        last = tiny_vlm(*args, logits_to_keep=2).logits
+    torch.testing.assert_close(last, full[:, -2:], atol=1e-5, rtol=1e-5)
+
+
 def test_batched_generation_equals_one_by_one(tiny_vlm, prompts):
     batched = tiny_vlm.generate(
         prompts["input_ids"],
@@ -281,6 +301,25 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(batch):
     assert set(grads_ckpt) == set(grads)
     for name, grad in grads.items():
         torch.testing.assert_close(grads_ckpt[name], grad, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.integration
+def test_compiled_blocks_give_the_eager_logits_and_gradients(batch):
+    from vlmkit.training.module import answer_loss
+
+    results = []
+    for compile_blocks in (False, True):
+        vlm = build_tiny_vlm(compile_blocks=compile_blocks, train_language_model="full").train()
+        logits = _run(vlm, batch)
+        answer_loss(logits, batch["labels"]).backward()
+        grads = {n: p.grad.clone() for n, p in vlm.named_parameters() if p.grad is not None}
+        results.append((vlm, logits.detach(), grads))
+    (_, logits, grads), (compiled, compiled_logits, compiled_grads) = results
+    assert sum(getattr(m, "_compiled_call_impl", None) is not None for m in compiled.modules()) == 2 + 1 + 2
+    torch.testing.assert_close(compiled_logits, logits, atol=1e-5, rtol=1e-4)
+    assert set(compiled_grads) == set(grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, atol=1e-5, rtol=1e-4)
 
 
 def _accelerator_path(monkeypatch):

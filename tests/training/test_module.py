@@ -1,8 +1,10 @@
+import types
+
 import pytest
 import torch
 
 from vlmkit.text.template import IGNORE_INDEX
-from vlmkit.training.module import VLMModule, answer_exact_match, answer_loss
+from vlmkit.training.module import VLMModule, answer_exact_match, answer_loss, prefer_fused, scored_positions
 from vlmkit.training.schedules import WarmupCosineSchedule
 
 
@@ -42,6 +44,32 @@ def test_param_groups_follow_declared_trainability_and_rates(module):
     assert [g["lr"] for g in optimizer.param_groups] == [1e-2, 1e-3]  # AdamW default for the rest
 
 
+def test_default_adamw_runs_fused_with_the_same_update():
+    torch.manual_seed(0)
+    weights = [torch.randn(50, 8), torch.randn(8)]
+    grads = [torch.randn_like(w) for w in weights]
+    results = []
+    for fuse in (False, True):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        optimizer = torch.optim.AdamW([{"params": params[:1]}, {"params": params[1:], "lr": 1e-2}])
+        assert prefer_fused(optimizer) if fuse else True
+        for _ in range(3):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+        results.append(params)
+    assert all(g["fused"] for g in optimizer.param_groups)
+    for plain, fused in zip(*results):
+        torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-5)
+    chosen = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], foreach=True)
+    assert not prefer_fused(chosen) and chosen.param_groups[0]["foreach"]  # an explicit choice is kept
+
+
+def test_the_module_builds_fused_adamw(module):
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW) and all(g["fused"] for g in optimizer.param_groups)
+
+
 def test_unknown_learning_rate_key_is_named(module):
     with pytest.raises(ValueError, match=r"unknown parts \['llm'\]"):
         VLMModule(module.vlm, learning_rates={"llm": 1e-3})
@@ -79,6 +107,37 @@ def plain_batches(vlm, num_batches: int = 2) -> list[dict]:
             items.append(item)
         batches.append(collate(items))
     return batches
+
+
+def test_scored_positions_are_those_predicting_a_label_in_any_row():
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, IGNORE_INDEX], [IGNORE_INDEX] * 4 + [5]])
+    assert scored_positions(labels).tolist() == [1, 2, 3]
+    assert scored_positions(torch.full((2, 3), IGNORE_INDEX)) is None  # nothing labelled: all positions
+
+
+def test_training_step_computes_logits_at_labelled_positions_only_with_the_same_loss_and_gradients(module, monkeypatch):
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)  # no trainer here
+    monkeypatch.setattr(module, "_trainer", types.SimpleNamespace(optimizers=[]))
+    batch = plain_batches(module.vlm, 1)[0]
+    head = module.vlm.language_model.get_output_embeddings()
+    rows = []
+    hook = head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[1]))
+    try:
+        loss = module.training_step(batch, 0)
+    finally:
+        hook.remove()
+    labelled = int((batch["labels"][:, 1:] != IGNORE_INDEX).any(0).sum())
+    assert rows == [labelled] and labelled < batch["input_ids"].shape[1] - 1  # the answers, not the prompts
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad()
+    expected = answer_loss(module(batch).logits, batch["labels"])  # every position scored
+    expected.backward()
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-5)
+    for name, param in module.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(got[name], param.grad, atol=1e-6, rtol=1e-4, msg=name)
+    module.zero_grad()
 
 
 class DataWithExtras(__import__("lightning").LightningDataModule):

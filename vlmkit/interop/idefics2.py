@@ -77,8 +77,10 @@ def import_idefics2(
     train_language_model: Trainability = "frozen",
     neftune_alpha: float = 0.0,
     gradient_checkpointing: bool = False,
+    compile_blocks: bool = False,
     torch_dtype: str | None = None,
     attn_implementation: str | None = "sdpa",
+    patch_packing: bool = False,
 ) -> VisionLanguageModel:
     """Build a :class:`VisionLanguageModel` from a transformers Idefics2 checkpoint, every weight mapped.
 
@@ -103,8 +105,14 @@ def import_idefics2(
         train_language_model: Trainability of the text model (``"dora"`` for Idefics2's instruction tuning).
         neftune_alpha: NEFTune noise scale in training (paper section 4.2: used in instruction tuning); 0 disables.
         gradient_checkpointing: Recompute the activations of every repeated block in the backward pass.
+        compile_blocks: Compile every repeated block with ``torch.compile`` (regional; see ``VisionLanguageModel``).
         torch_dtype: Weight dtype name (``"bfloat16"``, ``"float32"``); ``None`` keeps the checkpoint's.
-        attn_implementation: Attention kernel of the vision tower and the text model.
+        attn_implementation: Attention kernel of the vision tower and the text model. ``"sdpa"`` (the default)
+            computes packed rows and packed images segment by segment (:data:`vlmkit.attention.SEGMENT_SDPA`);
+            ``"flash_attention_2"`` (CUDA, flash-attn installed) runs them as varlen sequences.
+        patch_packing: Run the vision tower on the real patches of all images as one sequence, each image
+            attending to itself (NaViT-style, :mod:`vlmkit.vision.patch_packing`), instead of padding every image to
+            the largest: faster for images of different sizes; the same features.
 
     Returns:
         The model; its ``forward`` logits equal ``Idefics2ForConditionalGeneration``'s (fp32, within 1e-4).
@@ -123,7 +131,9 @@ def import_idefics2(
     checkpoint = SafetensorsCheckpoint.open(path_or_name)
     settings = Idefics2ProcessorSettings.from_pretrained(path_or_name)
     with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
-        vlm = idefics2_skeleton(config, tokenizer=path_or_name, attn_implementation=attn_implementation)
+        vlm = idefics2_skeleton(
+            config, tokenizer=path_or_name, attn_implementation=attn_implementation, patch_packing=patch_packing
+        )
     tied = bool(getattr(config, "tie_word_embeddings", False))
     load_strictly(vlm, checkpoint, IDEFICS2_KEYS, tied, parse_dtype(torch_dtype))
     return compose_imported(
@@ -137,6 +147,7 @@ def import_idefics2(
         train_language_model=train_language_model,
         neftune_alpha=neftune_alpha,
         gradient_checkpointing=gradient_checkpointing,
+        compile_blocks=compile_blocks,
     )
 
 

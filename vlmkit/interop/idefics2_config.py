@@ -27,7 +27,7 @@ __all__ = ["idefics2_config", "idefics2_skeleton"]
 
 
 def idefics2_skeleton(
-    config: Idefics2Config, tokenizer: str, attn_implementation: str | None = "sdpa"
+    config: Idefics2Config, tokenizer: str, attn_implementation: str | None = "sdpa", patch_packing: bool = False
 ) -> VisionLanguageModel:
     """The vlmkit model of an Idefics2 config, randomly initialised (use ``torch.device("meta")`` for no memory).
 
@@ -36,6 +36,7 @@ def idefics2_skeleton(
         tokenizer: Tokenizer path or name (``"synthetic"`` for the offline one); it must hold the image tokens at
             ids below ``text_config.vocab_size``, and ``<image>`` at ``config.image_token_id``.
         attn_implementation: Attention kernel of the vision tower and the text model.
+        patch_packing: Run the vision tower on the real patches of all images as one sequence (NaViT-style).
 
     Raises:
         ValueError: If the tokenizer's ``<image>`` id differs from ``config.image_token_id`` or the tokenizer is
@@ -47,7 +48,7 @@ def idefics2_skeleton(
             f"perceiver hidden_act={perceiver.hidden_act!r} differs from text hidden_act={text.hidden_act!r}; "
             "vlmkit's PerceiverResampler uses one activation for the projection and the layers"
         )
-    encoder = vision_encoder_from_config(vision, "idefics2_vision", attn_implementation)
+    encoder = vision_encoder_from_config(vision, "idefics2_vision", attn_implementation, patch_packing)
     connector = PerceiverResampler(
         vision.hidden_size,
         text.hidden_size,

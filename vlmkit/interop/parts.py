@@ -43,12 +43,12 @@ VISION_TOWERS = ("idefics2_vision", "idefics3_vision", "smolvlm_vision", "siglip
 
 
 def vision_encoder_from_config(
-    vision_config: Any, model_type: str, attn_implementation: str | None
+    vision_config: Any, model_type: str, attn_implementation: str | None, patch_packing: bool = False
 ) -> TransformersVisionEncoder:
     """The vision tower of a VLM config as a ``TransformersVisionEncoder`` with bucketed positions."""
     config = {key: getattr(vision_config, key) for key in VISION_CONFIG_KEYS} | {"model_type": model_type}
     return TransformersVisionEncoder(
-        config=config, attn_implementation=attn_implementation, position_embedding="bucket"
+        config=config, attn_implementation=attn_implementation, position_embedding="bucket", patch_packing=patch_packing
     )
 
 

@@ -15,7 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmkit.attention import attention_implementation, block_diagonal_causal_mask, flash_varlen_kwargs
+from vlmkit.attention import (
+    SEGMENT_SDPA,
+    attention_implementation,
+    block_diagonal_causal_mask,
+    flash_varlen_kwargs,
+    segment_lengths,
+    use_segment_sdpa,
+    with_segments,
+)
 from vlmkit.dtypes import parse_dtype
 from vlmkit.llm.layers import find_decoder_layers, packing_unsupported_reason
 from vlmkit.quantization import Quantization, bitsandbytes_config, keep_compute_dtype, quantized_device_map
@@ -55,7 +63,8 @@ class TransformersCausalLM(nn.Module):
             the checkpoint's dtype, or float32 for ``config``.
         attn_implementation: ``"sdpa"``, ``"eager"``, ``"flex_attention"`` or a flash-attention variant
             (``"flash_attention_2"``, ``"flash_attention_3"``, a ``kernels`` hub kernel). Packed rows get a 4-D
-            block-diagonal mask under the first three and varlen lengths under flash attention.
+            block-diagonal mask under the first three and varlen lengths under flash attention; under ``"sdpa"``
+            (vlmkit's :data:`~vlmkit.attention.SEGMENT_SDPA`) each sample's attention is computed on its own.
             ``"flash_attention_2"`` falls back to ``"sdpa"``, with a warning, when the flash-attn package or
             CUDA is missing.
         quantization: Load the checkpoint's linear layers quantized by bitsandbytes (``"nf4"``,
@@ -108,6 +117,7 @@ class TransformersCausalLM(nn.Module):
             self.model = AutoModelForCausalLM.from_config(
                 hf_config, dtype=dtype or torch.float32, attn_implementation=attn_implementation
             )
+        use_segment_sdpa(self.model)  # packed rows: attention per sample
         if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
             # New rows start at the mean of the pretrained embeddings (random init otherwise).
             self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=name_or_path is not None)
@@ -173,6 +183,7 @@ class TransformersCausalLM(nn.Module):
         cache: Any = None,
         use_cache: bool = False,
         segment_ids: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
     ):
         """Run the LM on embeddings ``[b, s, d]``.
@@ -186,6 +197,9 @@ class TransformersCausalLM(nn.Module):
             segment_ids: Packed rows: the sample index of every token ``[b, s]`` (padding ``-1``). Attention stays
                 within each sample: a block-diagonal causal 4-D mask for ``eager``/``sdpa``/``flex_attention``;
                 flash attention gets the rows flattened to one sequence with varlen lengths and no mask.
+            logits_to_keep: Compute the logits of the last ``logits_to_keep`` positions only (``0``: all), or at the
+                positions of a ``[k]`` index tensor. The head is the largest matmul of a small LM: generation's prefill
+                keeps one position, training the labelled ones.
             **kwargs: Passed to the transformers model.
 
         Returns:
@@ -196,6 +210,8 @@ class TransformersCausalLM(nn.Module):
             ValueError: For packed rows without ``position_ids``, under an attention implementation that takes
                 neither a 4-D mask nor varlen lengths, or for a family whose positions cannot restart per sample.
         """
+        if isinstance(logits_to_keep, torch.Tensor) or logits_to_keep:
+            kwargs["logits_to_keep"] = logits_to_keep
         if segment_ids is not None:
             return self._packed_forward(inputs_embeds, position_ids, segment_ids, **kwargs)
         kwargs[self._cache_argument] = cache
@@ -226,6 +242,7 @@ class TransformersCausalLM(nn.Module):
             # one sequence, so kernels that read them and models that infer them from restarting position_ids (which
             # transformers only does for a batch of 1) both keep the samples apart.
             b, s = segment_ids.shape
+            keep = kwargs.pop("logits_to_keep", 0)  # positions of a row, not of the flattened sequence
             out = self.model(
                 inputs_embeds=inputs_embeds.reshape(1, b * s, -1),
                 attention_mask=None,
@@ -235,14 +252,18 @@ class TransformersCausalLM(nn.Module):
                 **kwargs,
             )
             out.logits = out.logits.reshape(b, s, -1)
+            if isinstance(keep, torch.Tensor) or keep:
+                out.logits = out.logits[:, keep if isinstance(keep, torch.Tensor) else slice(-keep, None)]
             return out
         mask = block_diagonal_causal_mask(segment_ids, self.get_input_embeddings().weight.dtype)  # [b, 1, s, s]
+        if implementation == SEGMENT_SDPA:  # attention per sample (sum of L_i^2), the mask for any other reader
+            mask = with_segments(mask, segment_lengths(segment_ids))
         return self.model(
             inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, use_cache=False, **kwargs
         )
 
 
-_FOUR_D_MASK_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
+_FOUR_D_MASK_IMPLEMENTATIONS = ("eager", "sdpa", SEGMENT_SDPA, "flex_attention")
 """transformers uses a 4-D attention mask as given under these (``masking_utils`` returns it unchanged)."""
 
 

@@ -93,7 +93,9 @@ def generate(
         watcher = StopStringWatcher(vlm.tokenizer, stop_strings, _stop_candidates(vlm, stop_strings), batch_size)
     lockstep, lag = sharded_across_ranks(vlm), host_lag(device)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [b, s]
-    out = vlm(input_ids, attention_mask, pixel_values, patch_mask, position_ids=position_ids, use_cache=True)
+    out = vlm(  # the head only at the last position: the next token is all a prefill needs of it
+        input_ids, attention_mask, pixel_values, patch_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
+    )
     generated = torch.full((batch_size, max_new_tokens), pad_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     last_step = torch.full((batch_size,), max_new_tokens - 1, dtype=torch.long, device=device)  # row's end

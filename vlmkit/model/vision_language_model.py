@@ -9,6 +9,7 @@ command line needs no dimension bookkeeping. Generation is :mod:`vlmkit.model.ge
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,6 +57,9 @@ class VisionLanguageModel(nn.Module):
         gradient_checkpointing: Recompute the activations of every repeated block
             (:meth:`block_classes`) in the backward pass instead of storing them (vlmkit's one switch for it:
             :func:`~vlmkit.trainability.apply_activation_checkpointing`).
+        compile_blocks: Compile every repeated block (:meth:`block_classes`) with ``torch.compile``, block by block
+            (regional compilation: one graph per block class, compiled once, reused by every layer); the forward
+            stays eager between blocks. Same results within float tolerance; the first steps pay the compilation.
         chat_template: The Jinja chat template of the model's text format, when it comes from a checkpoint
             (``import_idefics2`` passes the checkpoint's): processors then render conversations exactly as
             transformers' processor does with it. ``None``: vlmkit's own layout (:class:`~vlmkit.text.ChatTemplate`).
@@ -89,6 +93,7 @@ class VisionLanguageModel(nn.Module):
         train_fusion: Trainability = "full",
         neftune_alpha: float = 0.0,
         gradient_checkpointing: bool = False,
+        compile_blocks: bool = False,
         chat_template: str | None = None,
         stop_token_ids: Sequence[int] | None = None,
         tile_size: int | None = None,
@@ -127,6 +132,10 @@ class VisionLanguageModel(nn.Module):
         self._block_classes = self.block_classes()  # before checkpoint wrappers hide the layer types
         if gradient_checkpointing:
             apply_activation_checkpointing(self, self._block_classes)
+        if compile_blocks:
+            for module in self.modules():
+                if isinstance(module, self._block_classes):
+                    module.compile()  # in place: nn.Module.compile
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.chat_template = chat_template
         if stop_token_ids is None:
@@ -232,6 +241,7 @@ class VisionLanguageModel(nn.Module):
         cache: Any = None,
         use_cache: bool = False,
         segment_ids: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
     ) -> LanguageModelOutput:
         """Logits for interleaved text and images.
 
@@ -246,6 +256,8 @@ class VisionLanguageModel(nn.Module):
             segment_ids: Packed rows: sample index of every token ``[b, s]`` (padding ``-1``), with
                 ``position_ids`` restarting per sample; attention stays within each sample
                 (see ``vlmkit.data.sequence_packing``). Needs :attr:`supports_packing`.
+            logits_to_keep: Logits of the last ``logits_to_keep`` positions only (``0``: all; generation's prefill
+                keeps one), or at the positions of a ``[k]`` index tensor (training's answer-only loss).
 
         Returns:
             The LM's output (``logits [b, s, vocab]``; with ``use_cache`` its ``cache``).
@@ -263,10 +275,14 @@ class VisionLanguageModel(nn.Module):
         if segment_ids is not None:
             self._check_packing(position_ids)
             packing = {"segment_ids": segment_ids}  # the LM isolates the samples the way its attention takes it
+        keeping = isinstance(logits_to_keep, torch.Tensor) or logits_to_keep > 0
+        keep_in_lm = keeping and "logits_to_keep" in inspect.signature(self.language_model.forward).parameters
+        if keep_in_lm:
+            packing["logits_to_keep"] = logits_to_keep
         visual_tokens, visual_mask = None, None
         if pixel_values is not None and pixel_values.shape[0] > 0:
             visual_tokens, visual_mask = self.encode_images(pixel_values, patch_mask)  # [n, v, d_llm]
-        return self.fusion(
+        out = self.fusion(
             self.language_model,
             inputs_embeds,
             image_token_mask,
@@ -278,6 +294,10 @@ class VisionLanguageModel(nn.Module):
             use_cache=use_cache,
             **packing,
         )
+        if keeping and not keep_in_lm:  # a language model without the option: same logits, sliced
+            kept = logits_to_keep if isinstance(logits_to_keep, torch.Tensor) else slice(-logits_to_keep, None)
+            out.logits = out.logits[:, kept]
+        return out
 
     def _check_packing(self, position_ids: torch.Tensor | None) -> None:
         """Packed rows need a fusion that passes them through and per-sample ``position_ids``.

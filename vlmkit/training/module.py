@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from vlmkit.checks import host_reads_are_free
 from vlmkit.eval.evaluator import GenerationEvaluator
 from vlmkit.eval.generation import answer
 from vlmkit.model import VisionLanguageModel
@@ -50,14 +51,61 @@ def _real_rows(padding: list[bool] | None, rows: int, device: torch.device) -> t
     return ~torch.tensor(padding, dtype=torch.bool, device=device)
 
 
-def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token cross-entropy over labelled tokens only (``labels != -100``).
 
+    The labels are shifted rather than the logits (no copy of the largest activation of the step).
+
     Args:
-        logits: ``[b, s, vocab]``.
+        logits: ``[b, s, vocab]``, or ``[b, k, vocab]`` at ``positions`` only.
         labels: ``[b, s]``; token ``t`` is predicted from position ``t - 1``.
+        positions: ``[k]`` the positions ``logits`` were computed at (:func:`scored_positions`); None: all.
     """
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # [b, s]: the token each position predicts
+    if positions is not None:
+        targets = targets[:, positions]  # [b, k]
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def prefer_fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Run an ``Adam``/``AdamW`` left at torch's default implementation with its fused kernel; True if it switched.
+
+    torch picks the per-tensor loop on CPU (foreach on CUDA); the fused kernel updates each tensor in one pass, with no
+    temporaries the size of the largest weight (the embeddings), which makes the step faster and lowers peak memory.
+    The update is the same. Only groups that chose neither ``fused`` nor ``foreach``, with every parameter a plain
+    floating-point tensor on CPU or CUDA, switch, before the first step (the state is then created for the kernel).
+    """
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or optimizer.state:
+        return False
+    groups = optimizer.param_groups
+    chose = any(g.get("fused") is not None or g.get("foreach") is not None or g.get("differentiable") for g in groups)
+    params = [p for g in groups for p in g["params"]]
+    supported = all(
+        type(p) in (torch.Tensor, nn.Parameter) and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+        for p in params
+    )
+    if chose or not supported or not params:
+        return False
+    for group in groups:
+        group["fused"], group["foreach"] = True, False
+    optimizer.defaults["fused"] = True
+    optimizer._step_supports_amp_scaling = True  # as the constructor sets it for fused=True (GradScaler)
+    return True
+
+
+def scored_positions(labels: torch.Tensor) -> torch.Tensor | None:
+    """``[k]`` positions whose next token is labelled in some row: the only logits an answer-only loss reads.
+
+    Prompts, images and padding need no logits, and the head (``d x vocab``) is the largest matmul of a small LM, so
+    the model computes logits at these positions only. None (all positions) where reading the labels would wait for
+    the device, or when nothing is labelled.
+    """
+    if not host_reads_are_free(labels):
+        return None
+    positions = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()  # [k]
+    if len(positions) in (0, labels.shape[1]):
+        return None
+    return positions
 
 
 def answer_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,8 +207,8 @@ class VLMModule(L.LightningModule):
         """The evaluator's scores of its last epoch, by task name (``{}`` without an evaluator)."""
         return dict(self.evaluator.results) if self.evaluator is not None else {}
 
-    def forward(self, batch: dict[str, Any]):
-        """Model outputs for a collated batch."""
+    def forward(self, batch: dict[str, Any], logits_to_keep: int | torch.Tensor = 0):
+        """Model outputs for a collated batch (logits at ``logits_to_keep`` only, see ``VisionLanguageModel``)."""
         return self.vlm(
             batch["input_ids"],
             batch["attention_mask"],
@@ -168,6 +216,7 @@ class VLMModule(L.LightningModule):
             batch.get("patch_mask"),
             position_ids=batch.get("position_ids"),  # packed rows (vlmkit.data.sequence_packing)
             segment_ids=batch.get("segment_ids"),
+            logits_to_keep=logits_to_keep,
         )
 
     def configure_model(self) -> None:
@@ -219,7 +268,9 @@ class VLMModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Answer-only loss; logs loss, learning rates and tokens/images per second."""
-        loss = answer_loss(self(batch).logits, batch["labels"])
+        positions = scored_positions(batch["labels"])  # logits only where the loss reads them
+        logits = self(batch, logits_to_keep=0 if positions is None else positions).logits
+        loss = answer_loss(logits, batch["labels"], positions)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         now = time.perf_counter()
@@ -329,6 +380,8 @@ class VLMModule(L.LightningModule):
         """The injected optimizer over :meth:`param_groups` (fp32 master weights), and the scheduler per step."""
         keep_trainable_in_fp32(self.vlm)  # after Lightning's precision conversion (bf16-true casts everything)
         optimizer = self.optimizer(self.param_groups())
+        if self.device_mesh is None:  # FSDP2's DTensor parameters keep the optimizer as built
+            prefer_fused(optimizer)
         if self.scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "step"}}

@@ -31,7 +31,13 @@ from transformers.utils.constants import (
     OPENAI_CLIP_STD,
 )
 
-from vlmkit.attention import attention_implementation, varlen_kwargs
+from vlmkit.attention import (
+    SEGMENT_SDPA,
+    attention_implementation,
+    use_segment_sdpa,
+    varlen_kwargs,
+    with_segments,
+)
 from vlmkit.deprecation import renamed_argument
 from vlmkit.dtypes import parse_dtype
 from vlmkit.quantization import Quantization, bitsandbytes_config, keep_compute_dtype, quantized_device_map
@@ -153,6 +159,7 @@ class TransformersVisionEncoder(nn.Module):
         self.backbone, model_type = _build_backbone(
             name_or_path, config, torch_dtype, attn_implementation, quantization_config
         )
+        use_segment_sdpa(self.backbone)  # packed images: attention per image
         if getattr(self.backbone, "head", None) is not None:  # SigLIP's pooling head: unused by patch features
             del self.backbone.head  # (unused weights break DDP and FSDP optimizer state)
             self.backbone.use_head = False
@@ -227,7 +234,8 @@ class TransformersVisionEncoder(nn.Module):
         """Attention mask and layer kwargs keeping the images (segments of ``lengths``) of ``packed`` apart.
 
         Flash kernels get varlen lengths (``cu_seq_lens``) and no mask; the others a block-diagonal mask from
-        transformers' own factory (4-D bool for sdpa, additive for eager, a block mask for flex).
+        transformers' own factory (4-D bool for sdpa, additive for eager, a block mask for flex), which under
+        vlmkit's sdpa carries the segments, so each image attends on its own (:func:`~vlmkit.attention.with_segments`).
         """
         config = self.backbone.config
         if "flash" in config._attn_implementation:
@@ -245,6 +253,8 @@ class TransformersVisionEncoder(nn.Module):
                 f"packing needs a block-diagonal 4-D attention mask or flash-attention varlen lengths, which "
                 f"attn_implementation={config._attn_implementation!r} does not take; use 'sdpa' or 'eager'."
             )
+        if config._attn_implementation == SEGMENT_SDPA and isinstance(mask, torch.Tensor):
+            mask = with_segments(mask, [lengths.tolist()])  # attention image by image: sum of L_i^2, not S^2
         return mask, {}
 
     def _patch_positions(self, grid_sizes: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
