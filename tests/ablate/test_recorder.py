@@ -99,6 +99,7 @@ def test_a_vlm_run_records_metrics_parameters_and_the_cost_of_a_batch(tmp_path, 
     record = json.loads(path.read_text())
     assert record["status"] == "finished" and record["command"] == "fit" and record["global_step"] == 2
     assert {"val/accuracy", "val/loss", "train/loss"} <= set(record["metrics"])
+    assert record["metrics"]["val/majority_baseline"] == data.majority_baseline("val")  # the report's baseline line
     assert record["history"][-1]["step"] == 2 and len(record["train_loss"]) == 2
     assert record["parameters"]["total"] == [count_parameters(vlm), count_parameters(vlm, trainable_only=True)]
     assert record["parameters"]["vision_encoder"][0] == record["parameters"]["vision_encoder"][1]  # full

@@ -90,7 +90,9 @@ class RunRecorder(Callback):
         """Keep this validation's scalars; under ``validate`` this is the end of the run."""
         if trainer.sanity_checking:
             return
-        self.history.append({"step": trainer.global_step, **_scalars(trainer.callback_metrics)})
+        self.history.append(
+            {"step": trainer.global_step, **_scalars(trainer.callback_metrics), **_data_levels(trainer)}
+        )
         if trainer.state.fn == "validate":
             self._write(trainer, pl_module, "finished")
 
@@ -148,7 +150,7 @@ class RunRecorder(Callback):
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, error: str | None = None) -> None:
         if trainer.global_rank != 0:
             return
-        metrics = _scalars(trainer.callback_metrics)
+        metrics = {**_scalars(trainer.callback_metrics), **_data_levels(trainer)}
         metrics["divergence/events"] = float(len(self.divergence_events))
         guard = next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard)), None)
         metrics["divergence/rollbacks"] = float(guard.rollbacks) if guard is not None else 0.0
@@ -209,6 +211,15 @@ def _batch_cost(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, f
 
 def _number(value: Any) -> float:
     return float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _data_levels(trainer: L.Trainer) -> dict[str, float]:
+    """Reference levels the data itself knows (``val/majority_baseline`` of the synthetic questions), if any.
+
+    The data module logs them straight to the loggers, which ``callback_metrics`` does not see.
+    """
+    baseline = getattr(trainer.datamodule, "majority_baseline", None)
+    return {"val/majority_baseline": float(baseline("val"))} if callable(baseline) else {}
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
