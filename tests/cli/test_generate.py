@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     """A quickstart checkpoint of `vlmkit fit` (2 steps), its model, two image files, and the fit's CLI."""
     root = tmp_path_factory.mktemp("quickstart")
     cli = build_cli([*FIT, f"--trainer.default_root_dir={root}"])
-    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)  # <root>/checkpoints/last.ckpt
     images = []
     for i, (size, colour) in enumerate([((48, 32), (220, 20, 20)), ((32, 56), (20, 20, 220))]):
         images.append(str(root / f"shape{i}.png"))
