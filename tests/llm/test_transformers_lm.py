@@ -293,6 +293,19 @@ def test_loads_a_saved_checkpoint_and_tokenizer_by_path(tmp_path):
     assert torch.equal(loaded.model(input_ids=ids).logits, lm.model(input_ids=ids).logits)
 
 
+def test_a_checkpoint_loaded_by_path_starts_in_train_mode(tmp_path):
+    # transformers' from_pretrained returns eval mode and Lightning's fit keeps each module's mode: without .train()
+    # a backbone loaded by path would train with dropout (and LoRA dropout) silently off.
+    config = {**tiny_config("llama"), "attention_dropout": 0.5}
+    source = TransformersCausalLM(config=config, tokenizer="synthetic")
+    source.model.save_pretrained(tmp_path)
+    source.tokenizer.save_pretrained(tmp_path)
+    loaded = TransformersCausalLM(name_or_path=str(tmp_path))
+    assert [name for name, module in loaded.named_modules() if not module.training] == []
+    ids = torch.tensor([[1, 5, 9, 7, 3]])
+    assert not torch.equal(loaded.model(input_ids=ids).logits, loaded.model(input_ids=ids).logits)  # dropout is on
+
+
 def test_pretrained_checkpoint_gets_image_tokens_with_mean_initialised_rows(tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -207,6 +207,13 @@ def test_load_tower_from_path(tmp_path, encoders):
     torch.testing.assert_close(loaded(pixels, patch_mask), encoder(pixels, patch_mask), atol=ATOL, rtol=0)
 
 
+def test_a_tower_loaded_by_path_starts_in_train_mode(tmp_path, encoders):
+    # from_pretrained returns eval mode; Lightning's fit keeps it, so dropout would be off while training.
+    encoders["siglip_vision_model", "sdpa"].backbone.save_pretrained(tmp_path)
+    loaded = TransformersVisionEncoder(name_or_path=str(tmp_path))
+    assert [name for name, module in loaded.named_modules() if not module.training] == []
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("model_type", ["siglip", "clip"])
 def test_load_vision_tower_of_full_checkpoint(tmp_path, model_type):

@@ -112,6 +112,7 @@ class TransformersCausalLM(nn.Module):
                 name_or_path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False, **extra
             )
             keep_compute_dtype(self.model)
+            self.model.train()  # from_pretrained returns eval mode; a part starts in train mode like any nn.Module
         else:
             hf_config = build_transformers_config(config, "language_model.config")
             self.model = AutoModelForCausalLM.from_config(

@@ -322,6 +322,7 @@ def _build_backbone(
     if missing:
         raise ValueError(f"Checkpoint {name_or_path!r} lacks vision weights: {missing[:8]}")
     keep_compute_dtype(model)
+    model.train()  # from_pretrained returns eval mode; a part starts in train mode like any nn.Module
     return model, model_type
 
 
