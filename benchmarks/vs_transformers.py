@@ -20,8 +20,8 @@ libraries flips every round, so machine load hits both alike):
 
 FLOPs per step are counted with ``torch.utils.flop_counter.FlopCounterMode`` (attention included: the CPU SDPA
 kernels get torch's own SDPA formulas), MFU is against a matmul peak measured in the same run (2048^3 matmuls), and
-peak memory is the resident-set high-water mark above the level before the step on CPU (``VmHWM`` of
-``/proc/self/status``, reset through ``/proc/self/clear_refs``), ``torch.cuda.max_memory_allocated`` on CUDA. On CUDA
+peak memory is the peak tensor memory of a step (after a warm-up step) above the tensors alive before it:
+``torch.cuda.max_memory_allocated`` on CUDA, the same quantity counted by torch's ``MemTracker`` on CPU. On CUDA
 both run in bf16 and MFU is against the measured bf16 matmul peak. Prints a table of median [min..max] per-round
 ratios (vlmkit / transformers; below 1: vlmkit faster) and writes ``vs_transformers.json``, ``vs_transformers.md``
 and ``vs_transformers.png`` to ``--out``.
@@ -34,7 +34,8 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -197,15 +198,28 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} missing from /proc/self/status")
+@contextmanager
+def frozen(model) -> Iterator[None]:
+    """``model`` with every parameter frozen, restored after (to count generation's FLOPs: the module tracker of
+    FlopCounterMode fails on trainable parameters used under ``no_grad``)."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
 
 
-def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
-    """Peak memory of ``fn`` above the level before it, MiB (CPU: RSS high-water mark; CUDA: allocator peak)."""
+def peak_memory_mib(fn: Callable[[], object], device: torch.device, *stateful) -> float:
+    """Peak tensor memory of ``fn`` above the tensors alive before it, MiB.
+
+    CUDA: the caching allocator's peak. CPU: the same quantity, counted exactly by torch's ``MemTracker`` (every
+    storage created during ``fn``, freed when its last reference goes; ``stateful`` -- the model and optimizer --
+    registered so that gradients and optimizer state created during ``fn`` are counted too). The resident-set
+    high-water mark is not used on CPU: glibc keeps freed blocks, so whichever library runs second reuses the pool
+    the first one grew and looks smaller.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
@@ -213,10 +227,15 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    before = rss_kib("VmRSS")
-    fn()
-    return (rss_kib("VmHWM") - before) / 1024
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(*stateful)
+    before = sum(snapshot["Total"] for snapshot in tracker.get_tracker_snapshot("current").values())
+    with tracker:
+        fn()
+    peak = sum(snapshot["Total"] for snapshot in tracker.get_tracker_snapshot("peak").values())
+    return (peak - before) / 2**20
 
 
 _CPU_SDPA_COUNTED = False
@@ -247,6 +266,27 @@ def count_flops(fn: Callable[[], object]) -> tuple[float, float]:
     per_op = counter.get_flop_counts().get("Global", {})
     attention = sum(v for op, v in per_op.items() if "scaled_dot_product" in str(op))
     return counter.get_total_flops() / 1e9, attention / 1e9
+
+
+@torch.no_grad()
+def decode_matmul_seconds(model, batch_size: int, steps: int, device: torch.device, reps: int = 3) -> float:
+    """Best time of the matmuls alone of ``steps`` decode steps: every ``nn.Linear`` of the language model and its
+    head applied to ``[batch_size, in]`` (attention over the cache and all other ops left out). A decode step of a
+    small model reads every weight once for a few rows, so this is a floor set by memory bandwidth, the same for any
+    implementation of these weights; the rest of a generation is the prefill and per-op overhead."""
+    text = model.model.text_model
+    weights = [m.weight for m in text.modules() if isinstance(m, torch.nn.Linear)] + [model.lm_head.weight]
+    rows = {w.shape[1]: torch.randn(batch_size, w.shape[1], device=device, dtype=w.dtype) for w in weights}
+    best = float("inf")
+    for _ in range(reps):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            for w in weights:
+                rows[w.shape[1]] @ w.T
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, reps: int = 3) -> float:
@@ -348,28 +388,31 @@ def main() -> None:
     def trained_of(side: str):
         return reference if side == "transformers" else module
 
+    def optimizer_of(side: str):
+        return t_optimizer if side == "transformers" else v_optimizer
+
     sides = ("vlmkit", "transformers")
     names = list(inputs)
     results: dict[str, dict] = {name: {side: {} for side in sides} for name in names}
     for name in names:  # FLOPs (forward + backward, or the whole generation) and peak memory, once
         for side in sides:
             model_of(side).train(not name.startswith("generate"))
-            if name.startswith("generate"):  # ModuleTracker fails on parameters passed to modules under no_grad:
-                flags = [p.requires_grad for p in model_of(side).parameters()]  # count with them frozen
-                model_of(side).requires_grad_(False)
-                flops = count_flops(step(name, side))
-                for p, flag in zip(model_of(side).parameters(), flags):
-                    p.requires_grad_(flag)
+            if name.startswith("generate"):
+                with frozen(model_of(side)):
+                    flops = count_flops(step(name, side))
+                step(name, side)()  # warm-up
+                peak_mib = peak_memory_mib(step(name, side), device, model_of(side))
             else:
                 t_in, v_in = inputs[name]
                 loss_fn, batch = (transformers_loss, t_in) if side == "transformers" else (vlmkit_loss, v_in)
                 trained = trained_of(side)
                 flops = count_flops(lambda f=loss_fn, m=trained, b=batch: f(m, b).backward())
                 model_of(side).zero_grad(set_to_none=True)
+                step(name, side)()  # warm-up: AdamW allocates its state here, on both sides alike
+                peak_mib = peak_memory_mib(step(name, side), device, model_of(side), optimizer_of(side))
             results[name][side]["gflop"], results[name][side]["attention_gflop"] = flops
-            # the first full step, also the warm-up (AdamW allocates its state here, on both sides alike)
-            results[name][side]["peak_mib"] = peak_memory_mib(step(name, side), device)
-        print(f"{name}: FLOPs counted, first step (warm-up) measured for peak memory")
+            results[name][side]["peak_mib"] = peak_mib
+        print(f"{name}: FLOPs counted, peak memory of a step after the warm-up measured")
     times = {name: {side: [] for side in sides} for name in names}
     peaks = []
     start = time.perf_counter()
@@ -382,6 +425,8 @@ def main() -> None:
                 times[name][side].append(timed(step(name, side), device))
         print(f"round {r + 1}/{rounds}: {time.perf_counter() - start:.0f} s")
     peak = max(peaks)
+    for name, batch_size in (("generate_b1", 1), ("generate_b4", 4)):  # decode steps after the prefill's token
+        results[name]["decode_matmul_s"] = decode_matmul_seconds(reference, batch_size, new_tokens - 1, device)
     for name in names:
         ratios = [v / t for v, t in zip(times[name]["vlmkit"], times[name]["transformers"])]
         results[name]["ratio"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
@@ -394,8 +439,9 @@ def main() -> None:
         "device": str(device), "dtype": str(dtype), "threads": args.threads, "rounds": rounds,
         "parameters": parameters, "matmul_peak_gflops": peak / 1e9, "new_tokens": new_tokens,
         "max_logit_difference": {"padded": padded_diff, "packed": packed_diff}, "greedy_tokens_identical": tokens_equal,
-        "memory": "CUDA allocator peak" if device.type == "cuda" else "RSS high-water mark (VmHWM) above the RSS "
-        "before the step, MiB", "benchmark_seconds": time.perf_counter() - start, "regimes": results,
+        "memory": "peak tensor memory above the tensors alive before a step (after a warm-up step), MiB: "
+        + ("the CUDA allocator's peak" if device.type == "cuda" else "counted by torch's MemTracker"),
+        "benchmark_seconds": time.perf_counter() - start, "regimes": results,
     }  # fmt: skip
     write_reports(report, Path(args.out), image_counts)
 
@@ -460,6 +506,14 @@ def write_reports(report: dict, out: Path, image_counts: tuple[int, ...]) -> Non
             f"{v['peak_mib']:.0f} / {t['peak_mib']:.0f} |"
         )
     lines.append("")
+    for name in ("generate_b1", "generate_b4"):
+        entry = regimes[name]
+        floor = entry["decode_matmul_s"]
+        lines.append(
+            f"{LABELS[name].format(new=report['new_tokens'])}: the decode steps' matmuls alone (every LM weight read "
+            f"once per step) take {floor:.3f} s = {floor / entry['vlmkit']['median_s']:.0%} of vlmkit's time, "
+            f"{floor / entry['transformers']['median_s']:.0%} of transformers'."
+        )
     lines.append(f"Peak memory: {report['memory']}. Benchmark loop: {report['benchmark_seconds']:.0f} s.")
     text = "\n".join(lines)
     (out / "vs_transformers.md").write_text(text + "\n")

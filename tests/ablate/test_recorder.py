@@ -107,3 +107,10 @@ def test_a_vlm_run_records_metrics_parameters_and_the_cost_of_a_batch(tmp_path, 
     assert cost["visual_tokens"] == 4.0 and cost["images"] == 1.0  # 4 perceiver latents, one image per sample
     assert 0 < cost["encoder_patches"] <= 16 and cost["forward_gflops"] > 0
     assert record["metrics"]["cost/forward_gflops"] == cost["forward_gflops"]
+    # Under `validate` (inference mode) the same costs are measured, and the model's trainability is left as it was.
+    trainable = [p.requires_grad for p in vlm.parameters()]
+    validate_path = tmp_path / "validate" / "metrics.json"
+    _trainer(tmp_path, [RunRecorder(str(validate_path))]).validate(VLMModule(vlm), datamodule=data)
+    validated = json.loads(validate_path.read_text())
+    assert validated["command"] == "validate" and validated["cost"] == cost
+    assert [p.requires_grad for p in vlm.parameters()] == trainable

@@ -199,14 +199,28 @@ def _batch_cost(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, f
         cost["images"] = n / size
         cost["encoder_patches"] = sum(patches) / size
         cost["visual_tokens"] = sum(vlm.connector.num_visual_tokens(int(p)) for p in patches) / size
-    was_training = pl_module.training
-    pl_module.eval()
-    counter = FlopCounterMode(display=False)  # (not under no_grad: its module tracker needs autograd)
-    with counter:
-        pl_module(batch)
-    pl_module.train(was_training)
-    cost["forward_gflops"] = counter.get_total_flops() / size / 1e9
+    try:
+        cost["forward_gflops"] = _forward_flops(pl_module, batch) / size / 1e9
+    except Exception as err:  # the token counts above still stand
+        rank_zero_warn(f"RunRecorder: could not count the forward FLOPs of a validation batch ({err})")
     return cost
+
+
+def _forward_flops(pl_module: L.LightningModule, batch: dict[str, Any]) -> int:
+    """FLOPs of one eval-mode forward of ``batch``, with every parameter frozen meanwhile: the counter's module
+    tracker fails on trainable parameters used without autograd, as under ``validate`` (inference mode)."""
+    was_training = pl_module.training
+    flags = [p.requires_grad for p in pl_module.parameters()]
+    pl_module.eval().requires_grad_(False)
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            pl_module(batch)
+    finally:
+        pl_module.train(was_training)
+        for parameter, flag in zip(pl_module.parameters(), flags):
+            parameter.requires_grad_(flag)
+    return counter.get_total_flops()
 
 
 def _number(value: Any) -> float:
