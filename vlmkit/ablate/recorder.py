@@ -207,8 +207,10 @@ def _batch_cost(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, f
 
 
 def _forward_flops(pl_module: L.LightningModule, batch: dict[str, Any]) -> int:
-    """FLOPs of one eval-mode forward of ``batch``, with every parameter frozen meanwhile: the counter's module
-    tracker fails on trainable parameters used without autograd, as under ``validate`` (inference mode)."""
+    """FLOPs of one eval-mode forward of ``batch``, with every parameter frozen meanwhile.
+
+    The counter's module tracker fails on trainable parameters used without autograd, as under ``validate``.
+    """
     was_training = pl_module.training
     flags = [p.requires_grad for p in pl_module.parameters()]
     pl_module.eval().requires_grad_(False)
