@@ -95,3 +95,23 @@ def test_the_arms_paper_numbers_only_stand_beside_the_primary_metric(tiny_spec, 
     ablation = _sweep(tiny_spec, tmp_path, fake_vlmkit, seeds=(0, 1))
     _, data = build_report(ablation, tmp_path / "out")
     assert [c["paper_difference"] for c in data["comparisons"]] == [5.0, None, -1.0]
+
+
+def test_the_plot_groups_one_bar_per_plotted_metric_per_arm(tiny_spec, tmp_path, fake_vlmkit, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from vlmkit.ablate.report import collect, plot
+
+    tiny_spec.write_text(tiny_spec.read_text() + 'plot: ["eval:val/accuracy", "fit:divergence/events"]\n')
+    ablation = _sweep(tiny_spec, tmp_path, fake_vlmkit)
+    assert ablation.plot == ("eval:val/accuracy", "fit:divergence/events")
+
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    plot(ablation, collect(ablation, tmp_path / "out"), tmp_path / "plot.png")
+    bars = drawn[0].axes[0].patches
+    assert len(bars) == 2 * 2  # two arms x two metrics
+    heights = sorted(round(bar.get_height(), 3) for bar in bars)
+    assert heights == [0.0, 0.0, 0.51, 0.61]  # divergences 0; mean accuracy of arm a and arm b
+    legend = [text.get_text() for text in drawn[0].axes[0].get_legend().get_texts()]
+    assert {"accuracy", "divergences"} <= set(legend)

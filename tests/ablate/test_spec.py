@@ -73,3 +73,10 @@ def test_every_shipped_ablation_parses_names_existing_configs_and_opens_with_its
     assert ablation.paper.get("reference") and ablation.comparisons, "cite the paper and say what it expects"
     assert len(ablation.arms) >= 2 and ablation.seeds >= 3
     assert ablation.smoke_args.get("*"), "--smoke must shorten every stage"
+
+
+def test_plotted_metrics_default_to_the_primary_one_and_must_be_metrics(tiny_spec):
+    assert load_ablation(tiny_spec).plot == ("eval:val/accuracy",)
+    tiny_spec.write_text(tiny_spec.read_text() + 'plot: ["eval:val/acuracy"]\n')
+    with pytest.raises(SpecError, match=r"plot: 'eval:val/acuracy' is not one of the metrics"):
+        load_ablation(tiny_spec)

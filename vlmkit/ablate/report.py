@@ -300,13 +300,14 @@ def _comparison_name(ablation: Ablation, labels: dict[str, str], comparison: dic
 
 
 def plot(ablation: Ablation, arms: list[ArmResults], path: str | Path) -> None:
-    """Write ``results.png``: the primary metric per arm, the paper's numbers, per-step curves.
+    """Write ``results.png``: the plotted metrics per arm (``ablation.plot``), the paper's numbers, per-step curves.
 
-    Bars are means over seeds with ±std and one dot per seed; curves (``ablation.curves``) are per seed.
+    Bars are means over seeds with ±std and one dot per seed, one bar per plotted metric; curves
+    (``ablation.curves``) are per seed.
     """
     from matplotlib.figure import Figure
 
-    metric = ablation.metrics[0]
+    shown = [ablation.metric(key) for key in ablation.plot or (ablation.metrics[0].key,)]
     has_paper = any(a.arm.paper is not None for a in arms)
     panels = 1 + has_paper + (ablation.curves is not None)
     figure = Figure(figsize=(5.2 * panels, 4.2), layout="constrained")
@@ -314,24 +315,32 @@ def plot(ablation: Ablation, arms: list[ArmResults], path: str | Path) -> None:
     labels = [a.arm.label for a in arms]
     positions = list(range(len(arms)))
     ax = axes[0]
-    means = [a.summary(metric.key).mean for a in arms]
-    stds = [a.summary(metric.key).std for a in arms]
-    ax.bar(positions, [0 if math.isnan(m) else m for m in means], color="#8fb3d9", edgecolor="#2f5d8a")
-    ax.errorbar(positions, means, yerr=[0 if math.isnan(s) else s for s in stds], fmt="none", ecolor="black", capsize=4)
+    width = 0.8 / len(shown)
+    for index, metric in enumerate(shown):  # one bar per metric, grouped per arm
+        xs = [x + (index - (len(shown) - 1) / 2) * width for x in positions]
+        means = [a.summary(metric.key).mean for a in arms]
+        stds = [a.summary(metric.key).std for a in arms]
+        face, edge = ("#8fb3d9", "#2f5d8a") if index == 0 else (f"C{index + 1}", "black")
+        ax.bar(xs, [0 if math.isnan(m) else m for m in means], width * 0.95, color=face, edgecolor=edge,
+               label=metric.label if len(shown) > 1 else None)  # fmt: skip
+        errors = [0 if math.isnan(s) else s for s in stds]
+        ax.errorbar(xs, means, yerr=errors, fmt="none", ecolor="black", capsize=4)
+        for x, results in zip(xs, arms):
+            seeds = sorted(results.values.get(metric.key, {}).items())
+            values = [v for _, v in seeds if not math.isnan(v)]
+            offsets = [x + (i - (len(values) - 1) / 2) * 0.08 * width / 0.8 for i in range(len(values))]
+            ax.scatter(offsets, values, color="black", s=14, zorder=3)
     for x, results in zip(positions, arms):
-        seeds = sorted(results.values.get(metric.key, {}).items())
-        values = [v for _, v in seeds if not math.isnan(v)]
-        offsets = [x + (i - (len(values) - 1) / 2) * 0.08 for i in range(len(values))]
-        ax.scatter(offsets, values, color="black", s=14, zorder=3)
         for bad in ("diverged", "failed"):
             if results.count(bad):
                 ax.annotate(f"{results.count(bad)} {bad}", (x, 0), ha="center", va="bottom", fontsize=7, color="red")
     baseline = baseline_summary(ablation, arms)
     if baseline is not None and baseline.n:
         ax.axhline(baseline.mean, color="gray", ls="--", lw=1, label=ablation.baseline.label)
+    if len(shown) > 1 or (baseline is not None and baseline.n):
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(metric.label)
+    ax.set_ylabel(shown[0].label if len(shown) == 1 else "score")
     ax.set_title(f"toy scale: {ablation.name}", fontsize=10)
     column = 1
     if has_paper:

@@ -128,6 +128,8 @@ class Ablation:
         cost: Metric keys shown as cost columns (e.g. ``fit:cost/forward_gflops``).
         curves: Metric name whose per-step history is plotted beside the bars (``train_loss`` or a logged
             validation metric), or ``None``.
+        plot: Metric keys drawn as bars, grouped per arm (default: the primary metric), e.g. the same weights scored
+            without and with image splitting.
         baseline: A reference level of the primary metric read from the runs (e.g. the majority-answer accuracy,
             ``fit:val/majority_baseline``), drawn as a line and printed under the table.
     """
@@ -147,6 +149,7 @@ class Ablation:
     budget_minutes: float = 15.0
     cost: tuple[str, ...] = ()
     curves: str | None = None
+    plot: tuple[str, ...] = ()
     baseline: Metric | None = None
 
     def arm(self, name: str) -> Arm:
@@ -228,7 +231,7 @@ def load_ablation(path: str | Path) -> Ablation:
         raise SpecError(f"{path}: cannot read the ablation YAML ({err})") from err
     top = {
         "name", "title", "paper", "base", "stages", "arms", "metrics", "comparisons", "seeds", "seed_args",
-        "smoke", "budget_minutes", "cost", "curves", "tolerance", "baseline",
+        "smoke", "budget_minutes", "cost", "curves", "tolerance", "baseline", "plot",
     }  # fmt: skip
     raw = _check_keys(path, "top level", raw, top, {"title", "arms", "metrics"})
     name = str(raw.get("name", path.stem))
@@ -347,6 +350,11 @@ def load_ablation(path: str | Path) -> Ablation:
     if not isinstance(seeds, int) or seeds < 1:
         raise _fail(path, "seeds", f"expected a positive integer, got {seeds!r}")
     curves = raw.get("curves")
+    plot = _strings(path, "plot", raw.get("plot"))
+    known = [metric.key for metric in metrics]
+    for key in plot:
+        if key not in known:
+            raise _fail(path, "plot", f"{key!r} is not one of the metrics {known}")
     baseline = None
     if raw.get("baseline") is not None:
         entry = _check_keys(path, "baseline", raw["baseline"], {"key", "label"}, {"key"})
@@ -369,5 +377,6 @@ def load_ablation(path: str | Path) -> Ablation:
         budget_minutes=float(raw.get("budget_minutes", 15.0)),
         cost=_strings(path, "cost", raw.get("cost")),
         curves=None if curves is None else str(curves),
+        plot=plot or (metrics[0].key,),
         baseline=baseline,
     )
