@@ -21,10 +21,10 @@ libraries flips every round, so machine load hits both alike):
 FLOPs per step are counted with ``torch.utils.flop_counter.FlopCounterMode`` (attention included: the CPU SDPA
 kernels get torch's own SDPA formulas), MFU is against a matmul peak measured in the same run (2048^3 matmuls), and
 peak memory is the peak tensor memory of a step (after a warm-up step) above the tensors alive before it:
-``torch.cuda.max_memory_allocated`` on CUDA, the same quantity counted by torch's ``MemTracker`` on CPU. On CUDA
-both run in bf16 and MFU is against the measured bf16 matmul peak. Prints a table of median [min..max] per-round
-ratios (vlmkit / transformers; below 1: vlmkit faster) and writes ``vs_transformers.json``, ``vs_transformers.md``
-and ``vs_transformers.png`` to ``--out``.
+``torch.cuda.max_memory_allocated`` on CUDA, the same quantity counted exactly on CPU (``TensorMemory``: every
+storage created, until freed). On CUDA both run in bf16 and MFU is against the measured bf16 matmul peak. Prints a
+table of median [min..max] per-round ratios (vlmkit / transformers; below 1: vlmkit faster) and writes
+``vs_transformers.json``, ``vs_transformers.md`` and ``vs_transformers.png`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -34,12 +34,16 @@ import json
 import statistics
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.weak import WeakIdKeyDictionary
 
 PATCH = 14
 IMAGE = 224
@@ -211,14 +215,44 @@ def frozen(model) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def peak_memory_mib(fn: Callable[[], object], device: torch.device, *stateful) -> float:
+class TensorMemory(TorchDispatchMode):
+    """Live and peak bytes of the tensor storages created while active (each freed when its last reference goes).
+
+    The CPU counterpart of the CUDA allocator's statistics, counted exactly: every op's outputs pass through
+    ``__torch_dispatch__`` (forward, backward and optimizer alike); a storage seen for the first time is added, and a
+    weak reference subtracts it when it is freed. Views and in-place results share their input's storage and are
+    not counted (nor are tensors that existed before).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen = WeakIdKeyDictionary()
+
+    def _free(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        inputs = {t.untyped_storage().data_ptr() for t in tensors}
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() not in inputs and storage not in self._seen:  # new: not a view or in-place
+                    self._seen[storage] = weakref.finalize(storage, self._free, storage.nbytes())
+                    self.live += storage.nbytes()
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
     """Peak tensor memory of ``fn`` above the tensors alive before it, MiB.
 
-    CUDA: the caching allocator's peak. CPU: the same quantity, counted exactly by torch's ``MemTracker`` (every
-    storage created during ``fn``, freed when its last reference goes; ``stateful`` -- the model and optimizer --
-    registered so that gradients and optimizer state created during ``fn`` are counted too). The resident-set
-    high-water mark is not used on CPU: glibc keeps freed blocks, so whichever library runs second reuses the pool
-    the first one grew and looks smaller.
+    CUDA: the caching allocator's peak. CPU: the same quantity, counted by :class:`TensorMemory`. The resident-set
+    high-water mark is not used: glibc keeps freed blocks, so whichever library runs second reuses the pool the
+    first one grew and looks smaller.
     """
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -227,15 +261,9 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device, *stateful) -
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    tracker = MemTracker()
-    tracker.track_external(*stateful)
-    before = sum(snapshot["Total"] for snapshot in tracker.get_tracker_snapshot("current").values())
-    with tracker:
+    with TensorMemory() as counter:
         fn()
-    peak = sum(snapshot["Total"] for snapshot in tracker.get_tracker_snapshot("peak").values())
-    return (peak - before) / 2**20
+    return counter.peak / 2**20
 
 
 _CPU_SDPA_COUNTED = False
@@ -388,9 +416,6 @@ def main() -> None:
     def trained_of(side: str):
         return reference if side == "transformers" else module
 
-    def optimizer_of(side: str):
-        return t_optimizer if side == "transformers" else v_optimizer
-
     sides = ("vlmkit", "transformers")
     names = list(inputs)
     results: dict[str, dict] = {name: {side: {} for side in sides} for name in names}
@@ -401,7 +426,7 @@ def main() -> None:
                 with frozen(model_of(side)):
                     flops = count_flops(step(name, side))
                 step(name, side)()  # warm-up
-                peak_mib = peak_memory_mib(step(name, side), device, model_of(side))
+                peak_mib = peak_memory_mib(step(name, side), device)
             else:
                 t_in, v_in = inputs[name]
                 loss_fn, batch = (transformers_loss, t_in) if side == "transformers" else (vlmkit_loss, v_in)
@@ -409,7 +434,7 @@ def main() -> None:
                 flops = count_flops(lambda f=loss_fn, m=trained, b=batch: f(m, b).backward())
                 model_of(side).zero_grad(set_to_none=True)
                 step(name, side)()  # warm-up: AdamW allocates its state here, on both sides alike
-                peak_mib = peak_memory_mib(step(name, side), device, model_of(side), optimizer_of(side))
+                peak_mib = peak_memory_mib(step(name, side), device)
             results[name][side]["gflop"], results[name][side]["attention_gflop"] = flops
             results[name][side]["peak_mib"] = peak_mib
         print(f"{name}: FLOPs counted, peak memory of a step after the warm-up measured")
@@ -440,7 +465,7 @@ def main() -> None:
         "parameters": parameters, "matmul_peak_gflops": peak / 1e9, "new_tokens": new_tokens,
         "max_logit_difference": {"padded": padded_diff, "packed": packed_diff}, "greedy_tokens_identical": tokens_equal,
         "memory": "peak tensor memory above the tensors alive before a step (after a warm-up step), MiB: "
-        + ("the CUDA allocator's peak" if device.type == "cuda" else "counted by torch's MemTracker"),
+        + ("the CUDA allocator's peak" if device.type == "cuda" else "counted by TensorMemory (every storage created)"),
         "benchmark_seconds": time.perf_counter() - start, "regimes": results,
     }  # fmt: skip
     write_reports(report, Path(args.out), image_counts)
