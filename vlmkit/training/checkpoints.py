@@ -113,7 +113,7 @@ def load_model_weights(
     missing = sorted(set(own) - set(mapped))
     refreshed = _refresh_dora_magnitudes(model, set(mapped))
     rank_zero_info(
-        f"init_from={path}: loaded {len(mapped)} tensors"
+        f"loaded {len(mapped)} tensors from {path}"
         + (f"; {len(missing)} model keys not in the checkpoint, kept as built: {_preview(missing)}" if missing else "")
         + (f"; {refreshed} DoRA magnitudes recomputed from the loaded weights" if refreshed else "")
     )
