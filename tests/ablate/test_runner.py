@@ -143,8 +143,14 @@ def test_an_interrupted_sweep_stops_its_stages_and_leaves_runs_partial_not_faile
             return -2  # the stage process dies of the SIGINT
         return fake_vlmkit(argv, log, env)
 
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(tasks, tmp_path / "pre", echo=lambda _: None, launch=launch)
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored; Ctrl-C is Python's
+    # default handler in a terminal, so install it for the test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(tasks, tmp_path / "pre", echo=lambda _: None, launch=launch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert task_status(tasks[0], tmp_path / "pre") == "finished"
     assert task_status(tasks[1], tmp_path / "pre") == "partial"
     assert task_status(tasks[2], tmp_path / "pre") == "pending"  # never started
