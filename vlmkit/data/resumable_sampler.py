@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sized
 
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 
 class ResumableSampler(DistributedSampler):
@@ -41,3 +41,19 @@ class ResumableSampler(DistributedSampler):
         if self.epoch == self.resume_epoch:
             indices = indices[self.resume_skip :]
         return iter(indices)
+
+
+class SamplerPositionedLoader(DataLoader):
+    """A ``DataLoader`` whose mid-epoch position is restored through its :class:`ResumableSampler`.
+
+    The data module saves the position (epoch, batches consumed) in the checkpoint and rebuilds the sampler from it,
+    so the loader itself carries no state. Having ``state_dict``/``load_state_dict`` tells Lightning so: without
+    them it warns on every mid-epoch resume that the data loader is not resumable.
+    """
+
+    def state_dict(self) -> dict:
+        """Nothing: the position lives in the data module's checkpoint entry."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore here (see the class docstring)."""

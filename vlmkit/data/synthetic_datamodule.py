@@ -22,7 +22,7 @@ from vlmkit.data.image_processing import ResizeMode
 from vlmkit.data.loading import loader_options
 from vlmkit.data.processor import VLMProcessor
 from vlmkit.data.render import SampleRenderer
-from vlmkit.data.resumable_sampler import ResumableSampler
+from vlmkit.data.resumable_sampler import ResumableSampler, SamplerPositionedLoader
 from vlmkit.data.synthetic import SyntheticVQADataset, vqa_record
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ class SyntheticVQADataModule(L.LightningDataModule):
                 sampler.resume(self._resume["epoch"], self._resume["batches"] * self.hparams.batch_size)
         else:  # every sample once, the same number of batches on every rank (padding rows marked)
             dataset, sampler = evaluation_sampling(dataset, self.trainer)
-        return DataLoader(
+        return (SamplerPositionedLoader if shuffle else DataLoader)(
             dataset,
             batch_size=self.hparams.batch_size,
             sampler=sampler,
