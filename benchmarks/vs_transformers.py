@@ -35,8 +35,7 @@ import statistics
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,6 +43,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
 from torch.utils.weak import WeakIdKeyDictionary
+
+from vlmkit.trainability import temporarily_frozen
 
 PATCH = 14
 IMAGE = 224
@@ -200,19 +201,6 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
-
-
-@contextmanager
-def frozen(model) -> Iterator[None]:
-    """``model`` with every parameter frozen, restored after (to count generation's FLOPs: the module tracker of
-    FlopCounterMode fails on trainable parameters used under ``no_grad``)."""
-    flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
 
 
 class TensorMemory(TorchDispatchMode):
@@ -423,7 +411,7 @@ def main() -> None:
         for side in sides:
             model_of(side).train(not name.startswith("generate"))
             if name.startswith("generate"):
-                with frozen(model_of(side)):
+                with temporarily_frozen(model_of(side)):
                     flops = count_flops(step(name, side))
                 step(name, side)()  # warm-up
                 peak_mib = peak_memory_mib(step(name, side), device)

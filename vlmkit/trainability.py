@@ -6,6 +6,8 @@ the optimizer later simply takes the parameters with ``requires_grad``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal, get_args
 
 from torch import nn
@@ -88,6 +90,22 @@ def is_checkpointed(model: nn.Module) -> bool:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 
     return any(isinstance(m, CheckpointWrapper) for m in model.modules())
+
+
+@contextmanager
+def temporarily_frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` with every parameter's ``requires_grad`` off, each restored on exit (not a trainability change).
+
+    For measurements that run without autograd: torch's module tracker (under ``FlopCounterMode``) fails on
+    trainable parameters used under ``no_grad`` or inference mode.
+    """
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlmkit.trainability import count_parameters
+from vlmkit.trainability import count_parameters, temporarily_frozen
 from vlmkit.training.divergence import DivergenceError, DivergenceGuard
 
 PARTS = ("vision_encoder", "connector", "fusion", "language_model")
@@ -212,16 +212,12 @@ def _forward_flops(pl_module: L.LightningModule, batch: dict[str, Any]) -> int:
     The counter's module tracker fails on trainable parameters used without autograd, as under ``validate``.
     """
     was_training = pl_module.training
-    flags = [p.requires_grad for p in pl_module.parameters()]
-    pl_module.eval().requires_grad_(False)
     counter = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), counter:
+        with temporarily_frozen(pl_module.eval()), torch.no_grad(), counter:
             pl_module(batch)
     finally:
         pl_module.train(was_training)
-        for parameter, flag in zip(pl_module.parameters(), flags):
-            parameter.requires_grad_(flag)
     return counter.get_total_flops()
 
 
